@@ -1,0 +1,178 @@
+package service
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// check is one dependency behind /readyz.
+type check struct {
+	name string
+	fn   func(context.Context) error
+}
+
+type admin struct {
+	srv       *http.Server
+	stopWatch chan struct{}
+	wg        sync.WaitGroup
+	serveErr  error
+	stopOnce  sync.Once
+}
+
+// shutdown stops the readiness watcher and the server, waiting for both.
+// Safe to call twice.
+func (a *admin) shutdown(ctx context.Context) error {
+	var err error
+	a.stopOnce.Do(func() {
+		close(a.stopWatch)
+		err = a.srv.Shutdown(ctx)
+		a.wg.Wait()
+		err = errors.Join(err, a.serveErr)
+	})
+	return err
+}
+
+func newRegistry(binary, instance string) *prometheus.Registry {
+	r := prometheus.NewRegistry()
+	r.MustRegister(
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+	)
+	info := prometheus.NewGauge(prometheus.GaugeOpts{
+		Name:        "dtx_build_info",
+		Help:        "Always 1; labels name the binary, its version and the replica.",
+		ConstLabels: prometheus.Labels{"binary": binary, "version": version(), "instance": instance},
+	})
+	info.Set(1)
+	r.MustRegister(info)
+	return r
+}
+
+// readiness runs the dependency checks of /readyz.
+type readiness struct {
+	checks   []check
+	timeout  time.Duration
+	draining *atomic.Bool
+	ready    chan struct{}
+	once     sync.Once
+	up       *prometheus.GaugeVec
+	log      *slog.Logger
+	wasReady atomic.Bool
+}
+
+type readyReport struct {
+	Ready    bool              `json:"ready"`
+	Draining bool              `json:"draining,omitempty"`
+	Checks   map[string]string `json:"checks"`
+}
+
+func (r *readiness) evaluate(ctx context.Context) readyReport {
+	rep := readyReport{Ready: true, Checks: make(map[string]string, len(r.checks))}
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	for _, c := range r.checks {
+		wg.Go(func() {
+			cctx, cancel := context.WithTimeout(ctx, r.timeout)
+			defer cancel()
+			err := c.fn(cctx)
+			mu.Lock()
+			defer mu.Unlock()
+			if err != nil {
+				rep.Ready = false
+				rep.Checks[c.name] = err.Error()
+				r.up.WithLabelValues(c.name).Set(0)
+				return
+			}
+			rep.Checks[c.name] = "ok"
+			r.up.WithLabelValues(c.name).Set(1)
+		})
+	}
+	wg.Wait()
+	if r.draining.Load() {
+		rep.Ready, rep.Draining = false, true
+	}
+	if rep.Ready {
+		r.once.Do(func() { close(r.ready) })
+	}
+	if was := r.wasReady.Swap(rep.Ready); was != rep.Ready {
+		r.log.Info("readiness changed", "ready", rep.Ready, "checks", rep.Checks)
+	}
+	return rep
+}
+
+func (r *readiness) serveHTTP(w http.ResponseWriter, req *http.Request) {
+	rep := r.evaluate(req.Context())
+	w.Header().Set("Content-Type", "application/json")
+	if !rep.Ready {
+		w.WriteHeader(http.StatusServiceUnavailable)
+	}
+	_ = json.NewEncoder(w).Encode(rep)
+}
+
+// startAdmin listens on addr and serves /healthz, /readyz and /metrics until
+// shutdown. It also evaluates readiness once a second until the first success,
+// so the start-up log says when the process became ready.
+func startAdmin(addr string, log *slog.Logger, reg *prometheus.Registry, draining *atomic.Bool,
+	timeout time.Duration, ready chan struct{}, checks []check,
+) (*admin, error) {
+	up := prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "dtx_dependency_up",
+		Help: "1 when the last readiness check of the dependency succeeded, else 0.",
+	}, []string{"dependency"})
+	reg.MustRegister(up)
+	rd := &readiness{checks: checks, timeout: timeout, draining: draining, ready: ready, up: up, log: log}
+
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		_, _ = w.Write([]byte("ok\n"))
+	})
+	mux.HandleFunc("GET /readyz", rd.serveHTTP)
+	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
+
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("admin-addr (DTX_ADMIN_ADDR) %s: %w", addr, err)
+	}
+	a := &admin{
+		srv:       &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second},
+		stopWatch: make(chan struct{}),
+	}
+	log.Info("admin server listening", "addr", ln.Addr().String())
+	a.wg.Go(func() {
+		if err := a.srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			a.serveErr = fmt.Errorf("admin server: %w", err)
+		}
+	})
+	a.wg.Go(func() {
+		t := time.NewTicker(time.Second)
+		defer t.Stop()
+		for {
+			ctx, cancel := context.WithTimeout(context.Background(), timeout)
+			rep := rd.evaluate(ctx)
+			cancel()
+			if rep.Ready {
+				log.Info("ready", "checks", rep.Checks)
+				return
+			}
+			select {
+			case <-a.stopWatch:
+				return
+			case <-t.C:
+			}
+		}
+	})
+	return a, nil
+}
