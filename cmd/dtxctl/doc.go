@@ -1,0 +1,42 @@
+// Command dtxctl is the operator's tool for a dtx installation.
+//
+// Usage:
+//
+//	dtxctl migrate up     [--database-url URL] [--schema NAME]
+//	dtxctl migrate down   [--steps N | --all] [--database-url URL] [--schema NAME]
+//	dtxctl migrate status [--database-url URL] [--schema NAME]
+//
+// `migrate up` applies every pending migration, creating the schema if it
+// does not exist; `migrate down` rolls back the last migration, the last N or
+// all of them (dropping dtx's tables and their data; the schema and its version
+// table stay); `migrate status` shows the version and each migration's state
+// without changing anything. `dtxctl --help` and `dtxctl migrate COMMAND
+// --help` describe every command and flag.
+//
+// # Settings
+//
+// Each setting is read from its flag, else from its environment variable,
+// else from its default:
+//
+//	--database-url  DTX_DATABASE_URL  postgres://dtx:dtx@127.0.0.1:5432/dtx?sslmode=disable
+//	--schema        DTX_SCHEMA        dtx
+//
+// The connection string may be a URL or key=value pairs; a connection string
+// without connect_timeout gets 10 seconds. dtxctl never prints the password:
+// help, errors and logs show it as xxxxx.
+//
+// # Behaviour
+//
+// Migrations run one transaction each under an advisory lock, so dtxctl may
+// run while replicas migrate at start (DTX_MIGRATE=true): each migration is
+// applied once. Progress lines (one per migration) go to standard error, the
+// result to standard output. SIGINT or SIGTERM cancels the running statement;
+// its migration rolls back.
+//
+// # Exit status
+//
+// 0 on success (and for --help), 1 when the command failed (the reason is
+// printed on standard error, prefixed with the command), 2 for a command line
+// that cannot be used. `migrate status` exits 1 when the database is at a
+// version newer than this build knows, after printing what it knows.
+package main
