@@ -2,9 +2,7 @@ package service
 
 import (
 	"bytes"
-	"errors"
 	"flag"
-	"strings"
 	"testing"
 	"time"
 
@@ -95,7 +93,7 @@ func TestHelpListsEverySetting(t *testing.T) {
 	s := NewSettings("test", "a test binary", &out)
 	registerShared(s, &cfg, ":9999")
 	err := s.Parse([]string{"--help"}, envOf(nil))
-	require.True(t, errors.Is(err, flag.ErrHelp))
+	require.ErrorIs(t, err, flag.ErrHelp)
 	help := out.String()
 	require.Contains(t, help, "a test binary")
 	s.FlagSet().VisitAll(func(f *flag.Flag) {
@@ -116,6 +114,6 @@ func TestRedactURL(t *testing.T) {
 	} {
 		got := RedactURL(in)
 		require.Equal(t, want, got, in)
-		require.False(t, strings.Contains(got, "secret"), got)
+		require.NotContains(t, got, "secret")
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -134,7 +135,9 @@ func start(t *testing.T, binary string, env map[string]string, args ...string) *
 	t.Cleanup(func() {
 		if cmd.ProcessState == nil {
 			_ = cmd.Process.Kill()
-			<-p.done
+			if err := <-p.done; err != nil {
+				t.Logf("%s killed at cleanup: %v", binary, err)
+			}
 		}
 	})
 	rec := p.logs.waitFor(t, "admin server listening", 30*time.Second)
@@ -148,7 +151,11 @@ func (p *proc) stop(t *testing.T, within time.Duration) (int, time.Duration) {
 	began := time.Now()
 	require.NoError(t, p.cmd.Process.Signal(syscall.SIGTERM))
 	select {
-	case <-p.done:
+	case err := <-p.done:
+		var exit *exec.ExitError
+		if err != nil && !errors.As(err, &exit) {
+			t.Fatalf("waiting for the process: %v", err)
+		}
 	case <-time.After(within):
 		t.Fatalf("process did not exit within %s of SIGTERM; logs:\n%s", within, p.logs.String())
 	}

@@ -189,9 +189,8 @@ func deleteTopic(t testing.TB, adm *kadm.Client, topic string) {
 }
 
 func unreachable(err error) error {
-	return fmt.Errorf("kafkatest: Kafka at %s does not answer: %w\n"+
-		"Start the development services with `make deps`, or point %s at a Kafka cluster.",
-		strings.Join(Brokers(), ","), err, EnvBrokers)
+	return fmt.Errorf("kafkatest: Kafka at %s does not answer (start the development services with `make deps`, or point %s at a Kafka cluster): %w",
+		strings.Join(Brokers(), ","), EnvBrokers, err)
 }
 
 // randomHex returns n random bytes in hex. crypto/rand.Read does not fail: it

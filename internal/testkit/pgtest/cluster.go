@@ -155,7 +155,7 @@ func (c *Cluster) start() error {
 	out, err := c.command("pg_ctl", "start", "--wait", "--timeout", "60",
 		"--pgdata", c.dataDir, "--log", c.logFile, "--silent").CombinedOutput()
 	if err != nil {
-		return fmt.Errorf("pgtest: start the cluster: %v\n%s\nserver log:\n%s", err, out, c.logTail())
+		return fmt.Errorf("pgtest: start the cluster: %w\n%s\nserver log:\n%s", err, out, c.logTail())
 	}
 	c.running = true
 	return nil
@@ -165,7 +165,7 @@ func (c *Cluster) stop(mode string) error {
 	out, err := c.command("pg_ctl", "stop", "--wait", "--timeout", "60",
 		"--pgdata", c.dataDir, "--mode", mode, "--silent").CombinedOutput()
 	if err != nil {
-		return fmt.Errorf("pgtest: stop the cluster: %v\n%s\nserver log:\n%s", err, out, c.logTail())
+		return fmt.Errorf("pgtest: stop the cluster: %w\n%s\nserver log:\n%s", err, out, c.logTail())
 	}
 	c.running = false
 	return nil

@@ -156,9 +156,8 @@ func connect(url string) (*pgx.Conn, error) {
 	defer cancel()
 	conn, err := pgx.ConnectConfig(ctx, cfg)
 	if err != nil {
-		return nil, fmt.Errorf("pgtest: cannot connect to PostgreSQL at %s:%d (user %s, database %s): %w\n"+
-			"Start the development services with `make deps`, or point %s at a PostgreSQL server.",
-			cfg.Host, cfg.Port, cfg.User, cfg.Database, err, EnvURL)
+		return nil, fmt.Errorf("pgtest: cannot connect to PostgreSQL at %s:%d (user %s, database %s; start the development services with `make deps`, or point %s at a PostgreSQL server): %w",
+			cfg.Host, cfg.Port, cfg.User, cfg.Database, EnvURL, err)
 	}
 	return conn, nil
 }
