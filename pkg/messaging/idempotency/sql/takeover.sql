@@ -1,0 +1,26 @@
+-- takeover: claims a key whose row is expired, or running past the running
+-- timeout with the same fingerprint and held by no transaction (its owner
+-- died before its work committed). The row becomes a fresh claim: created_at
+-- is the time of this claim. $1 scope, $2 key, $3 request fingerprint,
+-- $4 TTL and $5 running timeout, in microseconds.
+-- SKIP LOCKED: a row locked by a live request (lock.sql) is not taken, and
+-- this statement does not wait. Returns the new token, or no row.
+UPDATE {{.schema}}.idempotency_keys
+SET request_fingerprint = $3,
+    state = 'running',
+    response_status = NULL,
+    response_headers = NULL,
+    response_body = NULL,
+    created_at = now(),
+    expires_at = now() + $4::bigint * interval '1 microsecond'
+WHERE ctid = (
+    SELECT ctid
+    FROM {{.schema}}.idempotency_keys
+    WHERE scope = $1 AND key = $2
+      AND (expires_at <= now()
+           OR (state = 'running'
+               AND request_fingerprint = $3
+               AND created_at <= now() - $5::bigint * interval '1 microsecond'))
+    FOR UPDATE SKIP LOCKED
+)
+RETURNING xmin

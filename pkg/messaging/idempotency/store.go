@@ -1,0 +1,427 @@
+package idempotency
+
+import (
+	"context"
+	"embed"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/vextrus/dtx/internal/migrate"
+)
+
+// Defaults and limits of Config.
+const (
+	// DefaultSchema is the schema of the idempotency_keys table when
+	// Config.Schema is empty.
+	DefaultSchema = migrate.DefaultSchema
+	// DefaultTTL is how long a key is kept when Config.TTL is zero.
+	DefaultTTL = 24 * time.Hour
+	// MinTTL is the shortest Config.TTL accepted.
+	MinTTL = time.Minute
+	// DefaultRunningTimeout is the lease of a running request when
+	// Config.RunningTimeout is zero.
+	DefaultRunningTimeout = time.Minute
+	// MinRunningTimeout is the shortest Config.RunningTimeout accepted.
+	MinRunningTimeout = time.Second
+	// DefaultSweepInterval is the pause between sweeps when
+	// Config.SweepInterval is zero.
+	DefaultSweepInterval = time.Minute
+	// DefaultSweepBatchSize is the most rows one sweep statement deletes when
+	// Config.SweepBatchSize is zero.
+	DefaultSweepBatchSize = 1000
+	// MaxSweepBatchSize is the largest Config.SweepBatchSize accepted.
+	MaxSweepBatchSize = 100_000
+)
+
+// endTimeout bounds the statements that clean up after a request, which run
+// even when the request's context is cancelled.
+const endTimeout = 5 * time.Second
+
+// ErrAlreadyStarted is returned by Start while the sweeper of the same Store
+// is running.
+var ErrAlreadyStarted = errors.New("idempotency: sweeper already started")
+
+// Config configures a Store.
+type Config struct {
+	// Schema is the PostgreSQL schema holding the idempotency_keys table.
+	// Defaults to DefaultSchema ("dtx"); must pass migrate.ValidateSchemaName.
+	Schema string
+
+	// TTL is how long a key and its stored response are kept after the
+	// request that claimed it: a retry within TTL gets the stored response, a
+	// request after it runs again. Defaults to DefaultTTL (24 hours); at least
+	// MinTTL (1 minute).
+	TTL time.Duration
+
+	// RunningTimeout is the lease of a running request. A request that
+	// claimed a key and neither committed nor released it within
+	// RunningTimeout, and whose transaction is gone (its process died), may
+	// be taken over by a retry, which runs the handler again; nothing of the
+	// first run was committed. A request still running past it keeps its key:
+	// its transaction holds the row locked. Defaults to DefaultRunningTimeout
+	// (1 minute); at least MinRunningTimeout (1 second) and shorter than TTL.
+	RunningTimeout time.Duration
+
+	// SweepInterval is the pause between two sweeps of Run and Start.
+	// Defaults to DefaultSweepInterval (1 minute); between 1 second and 24 hours.
+	SweepInterval time.Duration
+
+	// SweepBatchSize is the most rows one DELETE statement of Sweep removes.
+	// Defaults to DefaultSweepBatchSize (1000); between 1 and MaxSweepBatchSize.
+	SweepBatchSize int
+
+	// Logger receives store failures met while serving requests and sweep
+	// failures (error, warn) and sweep results (debug). Defaults to no logging.
+	Logger *slog.Logger
+}
+
+func (c *Config) setDefaults() {
+	if c.Schema == "" {
+		c.Schema = DefaultSchema
+	}
+	if c.TTL == 0 {
+		c.TTL = DefaultTTL
+	}
+	if c.RunningTimeout == 0 {
+		c.RunningTimeout = DefaultRunningTimeout
+	}
+	if c.SweepInterval == 0 {
+		c.SweepInterval = DefaultSweepInterval
+	}
+	if c.SweepBatchSize == 0 {
+		c.SweepBatchSize = DefaultSweepBatchSize
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+}
+
+func (c *Config) validate() error {
+	var errs []error
+	if err := migrate.ValidateSchemaName(c.Schema); err != nil {
+		errs = append(errs, fmt.Errorf("idempotency: Schema: %w", err))
+	}
+	if c.TTL < MinTTL {
+		errs = append(errs, fmt.Errorf("idempotency: TTL: %s is shorter than %s", c.TTL, MinTTL))
+	}
+	switch {
+	case c.RunningTimeout < MinRunningTimeout:
+		errs = append(errs, fmt.Errorf("idempotency: RunningTimeout: %s is shorter than %s", c.RunningTimeout, MinRunningTimeout))
+	case c.RunningTimeout >= c.TTL:
+		errs = append(errs, fmt.Errorf("idempotency: RunningTimeout: %s is not shorter than TTL (%s)", c.RunningTimeout, c.TTL))
+	}
+	if c.SweepInterval < time.Second || c.SweepInterval > 24*time.Hour {
+		errs = append(errs, fmt.Errorf("idempotency: SweepInterval: %s is outside 1s..24h", c.SweepInterval))
+	}
+	if c.SweepBatchSize < 1 || c.SweepBatchSize > MaxSweepBatchSize {
+		errs = append(errs, fmt.Errorf("idempotency: SweepBatchSize: %d is outside 1..%d", c.SweepBatchSize, MaxSweepBatchSize))
+	}
+	return errors.Join(errs...)
+}
+
+//go:embed sql/*.sql
+var sqlFiles embed.FS
+
+// queries holds the package's SQL with the schema filled in.
+type queries struct {
+	claim, lookup, takeover, lock, complete, release, sweep string
+}
+
+// loadQueries reads the embedded queries and puts the quoted schema name,
+// already checked by migrate.ValidateSchemaName, in place of {{.schema}}.
+func loadQueries(schema string) (queries, error) {
+	quoted := pgx.Identifier{schema}.Sanitize()
+	var errs []error
+	load := func(name string) string {
+		b, err := sqlFiles.ReadFile("sql/" + name + ".sql")
+		errs = append(errs, err)
+		return strings.ReplaceAll(string(b), "{{.schema}}", quoted)
+	}
+	q := queries{
+		claim:    load("claim"),
+		lookup:   load("lookup"),
+		takeover: load("takeover"),
+		lock:     load("lock"),
+		complete: load("complete"),
+		release:  load("release"),
+		sweep:    load("sweep"),
+	}
+	if err := errors.Join(errs...); err != nil {
+		return queries{}, fmt.Errorf("idempotency: embedded queries: %w", err)
+	}
+	return q, nil
+}
+
+// Store keeps idempotency keys and their responses in PostgreSQL. One Store
+// may serve several Middlewares (mounts with different scopes); it is safe
+// for concurrent use.
+type Store struct {
+	pool *pgxpool.Pool
+	cfg  Config
+	q    queries
+
+	// hookAfterClaim, set by tests only, runs between the claim of a key and
+	// the lock of its row.
+	hookAfterClaim func()
+
+	mu   sync.Mutex
+	stop context.CancelFunc
+	done chan struct{}
+}
+
+// NewStore returns a Store on pool. It checks cfg and fails with an error
+// naming every invalid field; it does not touch the database.
+func NewStore(pool *pgxpool.Pool, cfg Config) (*Store, error) {
+	if pool == nil {
+		return nil, errors.New("idempotency: pool is nil")
+	}
+	cfg.setDefaults()
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	q, err := loadQueries(cfg.Schema)
+	if err != nil {
+		return nil, err
+	}
+	return &Store{pool: pool, cfg: cfg, q: q}, nil
+}
+
+// Sweep deletes expired keys of every scope. Each statement deletes at most
+// Config.SweepBatchSize rows and commits on its own; Sweep repeats it until a
+// statement finds fewer rows than that. Rows a running request holds are
+// skipped, so Sweep never waits on requests and several replicas may sweep
+// at once. Expired keys count as absent before they are swept, so Sweep only
+// reclaims space. It returns the number of rows deleted, also when it fails
+// part way.
+func (s *Store) Sweep(ctx context.Context) (deleted int64, err error) {
+	for {
+		n, err := s.sweepBatch(ctx)
+		deleted += n
+		if err != nil {
+			return deleted, err
+		}
+		if n < int64(s.cfg.SweepBatchSize) {
+			return deleted, nil
+		}
+	}
+}
+
+// sweepBatch runs one DELETE statement of Sweep.
+func (s *Store) sweepBatch(ctx context.Context) (int64, error) {
+	tag, err := s.pool.Exec(ctx, s.q.sweep, s.cfg.SweepBatchSize)
+	if err != nil {
+		return 0, fmt.Errorf("idempotency: sweep expired keys: %w", err)
+	}
+	return tag.RowsAffected(), nil
+}
+
+// Run sweeps at once and then every Config.SweepInterval until ctx is done,
+// and returns nil then. A failed sweep is logged and retried at the next
+// interval: a database outage does not end Run.
+func (s *Store) Run(ctx context.Context) error {
+	ticker := time.NewTicker(s.cfg.SweepInterval)
+	defer ticker.Stop()
+	for {
+		n, err := s.Sweep(ctx)
+		switch {
+		case err != nil && ctx.Err() == nil:
+			s.cfg.Logger.Warn("idempotency: sweep failed", "deleted", n, "err", err)
+		case n > 0:
+			s.cfg.Logger.Debug("idempotency: swept expired keys", "deleted", n)
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-ticker.C:
+		}
+	}
+}
+
+// Start runs Run in a goroutine the Store owns, until ctx is done or Stop is
+// called. It fails with ErrAlreadyStarted if that goroutine is still running.
+func (s *Store) Start(ctx context.Context) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.done != nil {
+		select {
+		case <-s.done:
+			// Ended with its context; Stop was not called. Start afresh.
+			s.stop()
+		default:
+			return ErrAlreadyStarted
+		}
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	s.stop, s.done = cancel, done
+	go func() {
+		defer close(done)
+		_ = s.Run(ctx) // Run returns only nil.
+	}()
+	return nil
+}
+
+// Stop ends the goroutine Start began and waits for it; a sweep in progress
+// is interrupted. It is safe to call more than once, and without Start.
+func (s *Store) Stop() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.done == nil {
+		return
+	}
+	s.stop()
+	<-s.done
+	s.stop, s.done = nil, nil
+}
+
+// claimOutcome is what claiming a key found.
+type claimOutcome int
+
+const (
+	// claimed: the caller holds the key and runs the request.
+	claimed claimOutcome = iota
+	// completed: a request with the same fingerprint completed; replay it.
+	completed
+	// mismatch: the key belongs to a request with another fingerprint.
+	mismatch
+	// busy: a request with the key is running.
+	busy
+)
+
+// storedResponse is a completed request's response.
+type storedResponse struct {
+	status  int
+	headers map[string][]string
+	body    []byte
+}
+
+// claimResult is the result of claim.
+type claimResult struct {
+	outcome claimOutcome
+	token   uint32          // when claimed
+	stored  *storedResponse // when completed
+}
+
+// claimAttempts bounds claim's loop. Each round follows a change another
+// request made between two statements; a key that keeps changing that fast
+// is busy.
+const claimAttempts = 4
+
+// claim takes (scope, key) for a request with fingerprint fp, or says why it
+// cannot: the key's request completed (replay), has another fingerprint, or
+// is running.
+func (s *Store) claim(ctx context.Context, scope, key string, fp []byte) (claimResult, error) {
+	ttl, timeout := s.cfg.TTL.Microseconds(), s.cfg.RunningTimeout.Microseconds()
+	for range claimAttempts {
+		var token uint32
+		err := s.pool.QueryRow(ctx, s.q.claim, scope, key, fp, ttl).Scan(&token)
+		if err == nil {
+			return claimResult{outcome: claimed, token: token}, nil
+		}
+		if !errors.Is(err, pgx.ErrNoRows) {
+			return claimResult{}, fmt.Errorf("idempotency: claim key: %w", err)
+		}
+
+		var (
+			storedFP       []byte
+			state          string
+			status         *int32
+			headers        map[string][]string
+			body           []byte
+			expired, stale bool
+		)
+		err = s.pool.QueryRow(ctx, s.q.lookup, scope, key, timeout).
+			Scan(&storedFP, &state, &status, &headers, &body, &expired, &stale)
+		if errors.Is(err, pgx.ErrNoRows) {
+			continue // Released or swept since the claim: claim again.
+		}
+		if err != nil {
+			return claimResult{}, fmt.Errorf("idempotency: look up key: %w", err)
+		}
+
+		switch {
+		case expired:
+		case string(storedFP) != string(fp):
+			return claimResult{outcome: mismatch}, nil
+		case state == stateCompleted && status != nil:
+			return claimResult{outcome: completed, stored: &storedResponse{
+				status: int(*status), headers: headers, body: body,
+			}}, nil
+		case !stale:
+			return claimResult{outcome: busy}, nil
+		}
+
+		err = s.pool.QueryRow(ctx, s.q.takeover, scope, key, fp, ttl, timeout).Scan(&token)
+		if err == nil {
+			return claimResult{outcome: claimed, token: token}, nil
+		}
+		if !errors.Is(err, pgx.ErrNoRows) {
+			return claimResult{}, fmt.Errorf("idempotency: take over key: %w", err)
+		}
+		// Held by a live request, or changed since the lookup: look again.
+	}
+	return claimResult{outcome: busy}, nil
+}
+
+// stateCompleted is the state of a key whose response is stored.
+const stateCompleted = "completed"
+
+// begin starts the request's transaction and locks the claimed row in it.
+// ok is false, and the transaction rolled back, when the claim was taken
+// over in the meantime.
+func (s *Store) begin(ctx context.Context, opts pgx.TxOptions, scope, key string, token uint32) (tx pgx.Tx, ok bool, err error) {
+	tx, err = s.pool.BeginTx(ctx, opts)
+	if err != nil {
+		return nil, false, fmt.Errorf("idempotency: begin transaction: %w", err)
+	}
+	var locked bool
+	err = tx.QueryRow(ctx, s.q.lock, scope, key, token).Scan(&locked)
+	if err == nil {
+		return tx, true, nil
+	}
+	rollback(ctx, tx)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, false, nil
+	}
+	return nil, false, fmt.Errorf("idempotency: lock key: %w", err)
+}
+
+// complete stores resp in tx, the request's transaction.
+func (s *Store) complete(ctx context.Context, tx pgx.Tx, scope, key string, token uint32, resp *storedResponse) error {
+	tag, err := tx.Exec(ctx, s.q.complete, scope, key, token, resp.status, resp.headers, resp.body)
+	if err != nil {
+		return fmt.Errorf("idempotency: store response: %w", err)
+	}
+	if tag.RowsAffected() != 1 {
+		// The row is locked by tx since begin; this cannot happen.
+		return errors.New("idempotency: store response: the claimed key is gone")
+	}
+	return nil
+}
+
+// release deletes the caller's claim after its request committed nothing.
+// It runs even when ctx is cancelled; a failure is logged, and the key is
+// then free again once RunningTimeout has passed.
+func (s *Store) release(ctx context.Context, scope, key string, token uint32) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), endTimeout)
+	defer cancel()
+	if _, err := s.pool.Exec(ctx, s.q.release, scope, key, token); err != nil {
+		s.cfg.Logger.Warn("idempotency: release key", "scope", scope, "key", key, "err", err)
+	}
+}
+
+// rollback ends tx without committing. It runs even when ctx is cancelled,
+// and a failure is not reported: the server rolls back a transaction whose
+// connection breaks.
+func rollback(ctx context.Context, tx pgx.Tx) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), endTimeout)
+	defer cancel()
+	_ = tx.Rollback(ctx)
+}
