@@ -11,5 +11,46 @@
 // decoded, fails its schema or has an unknown type goes to <topic>.dlq with
 // the reason in its headers and never blocks its partition.
 //
-// The package is being built; today it holds no API.
+// # Envelope
+//
+// Envelope is a dtx message as programs build and read it: the CloudEvents 1.0
+// attributes (id, type, source, subject, time, datacontenttype, dataschema),
+// dtx's extensions (correlationid, causationid, sagaid, traceparent,
+// tracestate, schemaversion, partitionkey, plus any custom ones) and the
+// payload. NewEnvelope fills in a UUID v7 id, the time and schema version 1;
+// CausedBy links a message to the one that caused it. ToMessage produces a
+// Watermill message whose metadata are the record headers of the CloudEvents
+// Kafka binding in binary mode (ce_* and content-type); the partition key goes
+// to MetadataPartitionKey, which becomes the record key, and is repeated in the
+// ce_partitionkey header so that any CloudEvents reader sees it. The schema
+// version travels as the ce_schemaversion extension. Any CloudEvents SDK reads
+// what ToMessage writes, and Decode reads what such SDKs write.
+//
+// Decode never panics. It rejects a message that lacks id, type or source, has
+// a specversion other than 1.0, a malformed time, source, dataschema, schema
+// version or content type, an invalid extension name, an attribute that is not
+// a valid CloudEvents string, or a payload that is not JSON although its content
+// type says JSON. The error is a *DecodeError naming the header, and it wraps
+// ErrInvalidEnvelope: the failure is permanent, and the message is
+// dead-lettered. Whatever Decode accepts, ToMessage writes back unchanged.
+//
+// # Schemas
+//
+// SchemaRegistry validates payloads against JSON Schemas (draft 2020-12,
+// formats enforced) chosen by message type and schema version, loaded from an
+// fs.FS of <type>.v<version>.json files; package schemas embeds dtx's own.
+// Every schema is compiled when the registry is created, and a schema that does
+// not compile stops the registry from being created; afterwards the registry
+// never changes and is safe for concurrent use. A payload that breaks its schema
+// fails with a *SchemaError wrapping ErrSchemaViolation, listing each violation
+// by JSON pointer. A type and version without a schema fails with
+// ErrUnknownType unless the registry was configured with AllowUnknownTypes. Both
+// failures are permanent.
+//
+// # Subpackages
+//
+//   - kafka: the Watermill Publisher and Subscriber on franz-go.
+//   - inbox: durable deduplication of consumed messages, committed with the
+//     handler's effect.
+//   - idempotency: the HTTP Idempotency-Key middleware.
 package messaging
