@@ -47,10 +47,26 @@
 // ErrUnknownType unless the registry was configured with AllowUnknownTypes. Both
 // failures are permanent.
 //
+// # Retry or dead-letter
+//
+// IsRetryable is dtx's one classifier of "may trying again succeed?". Errors
+// marked with Permanent, ErrInvalidEnvelope, ErrSchemaViolation and
+// ErrUnknownType are permanent, and so are PostgreSQL errors whose SQLSTATE
+// says the statement itself is wrong (integrity 23, data 22, syntax and
+// undefined objects 42, ...) and non-retriable Kafka error codes. Serialization
+// failures and deadlocks (class 40), connection exceptions (08), insufficient
+// resources (53), server shutdowns (57P01-57P03), statement and lock timeouts,
+// retriable Kafka codes, network failures, context cancellation and every
+// unrecognised error are retryable. A handler marks bad input with
+// Permanent(err); the consumer middleware (package middleware) retries what is
+// retryable with backoff and dead-letters the rest.
+//
 // # Subpackages
 //
 //   - kafka: the Watermill Publisher and Subscriber on franz-go.
 //   - inbox: durable deduplication of consumed messages, committed with the
 //     handler's effect.
 //   - idempotency: the HTTP Idempotency-Key middleware.
+//   - middleware: the consumer stack (tracing, dead letters, retry,
+//     correlation and causation, decoding and schema validation).
 package messaging
