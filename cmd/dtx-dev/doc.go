@@ -1,0 +1,37 @@
+// Command dtx-dev is a small helper for developing and testing dtx. It is
+// used by scripts/deps.sh and is never part of a deployment: nothing in
+// production should start it, link it or depend on its behaviour.
+//
+// It has three subcommands:
+//
+//	dtx-dev kafka [--addr 127.0.0.1:9092] [--data-dir DIR] [--partitions 1]
+//	dtx-dev wait kafka [--brokers host:port[,host:port]] [--timeout 90s]
+//	dtx-dev wait postgres [--url URL] [--timeout 60s]
+//
+// # kafka
+//
+// "dtx-dev kafka" runs the embedded development broker: franz-go's kfake, an
+// in-process imitation of a single Kafka node, listening on one address until
+// it receives SIGINT or SIGTERM. It creates topics on first use. It is a
+// fallback for machines that cannot run Apache Kafka, and a fast broker for
+// quick local loops; it is not Apache Kafka. It keeps no replicas, implements
+// the protocol from a separate code base and differs from the real broker in
+// timing and in corner cases, so a test that passes against it proves less
+// than one that passes against Apache Kafka. CI never uses it.
+//
+// Without --data-dir everything lives in memory and is lost when the command
+// stops. With it, kfake saves its state to that folder and reloads it on the
+// next start.
+//
+// # wait
+//
+// "dtx-dev wait kafka" polls until a metadata request to the brokers succeeds
+// and names at least one broker; "dtx-dev wait postgres" polls until
+// "SELECT 1" succeeds over a new connection. Each exits 0 once the service
+// answers, and 1 with the last error when the timeout passes first. The
+// addresses default to DTX_KAFKA_BROKERS and DTX_DATABASE_URL.
+//
+// # Exit status
+//
+// 0 on success, 1 when the work failed, 2 when the command line was wrong.
+package main
