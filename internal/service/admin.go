@@ -107,7 +107,11 @@ func (r *readiness) evaluate(ctx context.Context) readyReport {
 		r.once.Do(func() { close(r.ready) })
 	}
 	if was := r.wasReady.Swap(rep.Ready); was != rep.Ready {
-		r.log.Info("readiness changed", "ready", rep.Ready, "checks", rep.Checks)
+		if rep.Ready {
+			r.log.Info("ready", "checks", rep.Checks)
+		} else {
+			r.log.Warn("not ready", "draining", rep.Draining, "checks", rep.Checks)
+		}
 	}
 	return rep
 }
@@ -159,13 +163,15 @@ func startAdmin(addr string, log *slog.Logger, reg *prometheus.Registry, drainin
 	a.wg.Go(func() {
 		t := time.NewTicker(time.Second)
 		defer t.Stop()
-		for {
+		for attempt := 0; ; attempt++ {
 			ctx, cancel := context.WithTimeout(context.Background(), timeout)
 			rep := rd.evaluate(ctx)
 			cancel()
 			if rep.Ready {
-				log.Info("ready", "checks", rep.Checks)
 				return
+			}
+			if attempt%30 == 0 {
+				log.Warn("waiting for dependencies", "checks", rep.Checks)
 			}
 			select {
 			case <-a.stopWatch:
