@@ -11,7 +11,9 @@ import (
 func (s *Store) SetHookAfterClaim(f func()) { s.hookAfterClaim = f }
 
 // SweepBatch runs one DELETE statement of Sweep.
-func (s *Store) SweepBatch(ctx context.Context) (int64, error) { return s.sweepBatch(ctx) }
+func (s *Store) SweepBatch(ctx context.Context) (int64, error) {
+	return s.sweeper.Batch(ctx)
+}
 
 // Claim claims (scope, key) for fingerprint fp; ok is true if the caller got
 // it, with token.

@@ -7,13 +7,13 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/vextrus/dtx/internal/migrate"
+	"github.com/vextrus/dtx/internal/sweep"
 )
 
 // Defaults and limits of Config.
@@ -46,7 +46,7 @@ const endTimeout = 5 * time.Second
 
 // ErrAlreadyStarted is returned by Start while the sweeper of the same Store
 // is running.
-var ErrAlreadyStarted = errors.New("idempotency: sweeper already started")
+var ErrAlreadyStarted = sweep.ErrAlreadyStarted
 
 // Config configures a Store.
 type Config struct {
@@ -171,9 +171,7 @@ type Store struct {
 	// the lock of its row.
 	hookAfterClaim func()
 
-	mu   sync.Mutex
-	stop context.CancelFunc
-	done chan struct{}
+	sweeper *sweep.Sweeper
 }
 
 // NewStore returns a Store on pool. It checks cfg and fails with an error
@@ -190,95 +188,15 @@ func NewStore(pool *pgxpool.Pool, cfg Config) (*Store, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Store{pool: pool, cfg: cfg, q: q}, nil
-}
-
-// Sweep deletes expired keys of every scope. Each statement deletes at most
-// Config.SweepBatchSize rows and commits on its own; Sweep repeats it until a
-// statement finds fewer rows than that. Rows a running request holds are
-// skipped, so Sweep never waits on requests and several replicas may sweep
-// at once. Expired keys count as absent before they are swept, so Sweep only
-// reclaims space. It returns the number of rows deleted, also when it fails
-// part way.
-func (s *Store) Sweep(ctx context.Context) (deleted int64, err error) {
-	for {
-		n, err := s.sweepBatch(ctx)
-		deleted += n
-		if err != nil {
-			return deleted, err
-		}
-		if n < int64(s.cfg.SweepBatchSize) {
-			return deleted, nil
-		}
-	}
-}
-
-// sweepBatch runs one DELETE statement of Sweep.
-func (s *Store) sweepBatch(ctx context.Context) (int64, error) {
-	tag, err := s.pool.Exec(ctx, s.q.sweep, s.cfg.SweepBatchSize)
-	if err != nil {
-		return 0, fmt.Errorf("idempotency: sweep expired keys: %w", err)
-	}
-	return tag.RowsAffected(), nil
-}
-
-// Run sweeps at once and then every Config.SweepInterval until ctx is done,
-// and returns nil then. A failed sweep is logged and retried at the next
-// interval: a database outage does not end Run.
-func (s *Store) Run(ctx context.Context) error {
-	ticker := time.NewTicker(s.cfg.SweepInterval)
-	defer ticker.Stop()
-	for {
-		n, err := s.Sweep(ctx)
-		switch {
-		case err != nil && ctx.Err() == nil:
-			s.cfg.Logger.Warn("idempotency: sweep failed", "deleted", n, "err", err)
-		case n > 0:
-			s.cfg.Logger.Debug("idempotency: swept expired keys", "deleted", n)
-		}
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-ticker.C:
-		}
-	}
-}
-
-// Start runs Run in a goroutine the Store owns, until ctx is done or Stop is
-// called. It fails with ErrAlreadyStarted if that goroutine is still running.
-func (s *Store) Start(ctx context.Context) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.done != nil {
-		select {
-		case <-s.done:
-			// Ended with its context; Stop was not called. Start afresh.
-			s.stop()
-		default:
-			return ErrAlreadyStarted
-		}
-	}
-	ctx, cancel := context.WithCancel(ctx)
-	done := make(chan struct{})
-	s.stop, s.done = cancel, done
-	go func() {
-		defer close(done)
-		_ = s.Run(ctx) // Run returns only nil.
-	}()
-	return nil
-}
-
-// Stop ends the goroutine Start began and waits for it; a sweep in progress
-// is interrupted. It is safe to call more than once, and without Start.
-func (s *Store) Stop() {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.done == nil {
-		return
-	}
-	s.stop()
-	<-s.done
-	s.stop, s.done = nil, nil
+	st := &Store{pool: pool, cfg: cfg, q: q}
+	st.sweeper = sweep.New(sweep.Config{
+		Name: "idempotency", Interval: cfg.SweepInterval, BatchSize: cfg.SweepBatchSize, Logger: cfg.Logger,
+		BatchFunc: func(ctx context.Context, limit int) (int64, error) {
+			tag, err := pool.Exec(ctx, q.sweep, limit)
+			return tag.RowsAffected(), err
+		},
+	})
+	return st, nil
 }
 
 // claimOutcome is what claiming a key found.
@@ -425,3 +343,23 @@ func rollback(ctx context.Context, tx pgx.Tx) {
 	defer cancel()
 	_ = tx.Rollback(ctx)
 }
+
+// Sweep deletes the expired keys of every scope. Each statement deletes at most
+// Config.SweepBatchSize rows and commits on its own, skipping rows that a
+// concurrent transaction holds locked, so Sweep never waits on other work and
+// several replicas may sweep at once. It returns the number of rows deleted,
+// also when it fails part way.
+func (s *Store) Sweep(ctx context.Context) (int64, error) { return s.sweeper.Sweep(ctx) }
+
+// Run sweeps at once and then every Config.SweepInterval until ctx is done,
+// and returns nil then. A failed sweep is logged and retried at the next
+// interval: a database outage does not end Run.
+func (s *Store) Run(ctx context.Context) error { return s.sweeper.Run(ctx) }
+
+// Start runs Run in a goroutine the Store owns, until ctx is done or Stop is
+// called. It fails with ErrAlreadyStarted if that goroutine is still running.
+func (s *Store) Start(ctx context.Context) error { return s.sweeper.Start(ctx) }
+
+// Stop ends the goroutine Start began and waits for it; a sweep in progress
+// is interrupted. It is safe to call more than once, and without Start.
+func (s *Store) Stop() { s.sweeper.Stop() }

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
-	"sync"
 	"time"
 	"unicode/utf8"
 
@@ -16,6 +15,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/vextrus/dtx/internal/migrate"
+	"github.com/vextrus/dtx/internal/sweep"
 )
 
 // Defaults and limits of Config.
@@ -51,7 +51,7 @@ var ErrInvalidMessageID = errors.New("inbox: invalid message id")
 
 // ErrAlreadyStarted is returned by Start while the sweeper of the same Inbox
 // is running.
-var ErrAlreadyStarted = errors.New("inbox: sweeper already started")
+var ErrAlreadyStarted = sweep.ErrAlreadyStarted
 
 // Config configures an Inbox.
 type Config struct {
@@ -180,9 +180,7 @@ type Inbox struct {
 	cfg  Config
 	q    queries
 
-	mu   sync.Mutex
-	stop context.CancelFunc
-	done chan struct{}
+	sweeper *sweep.Sweeper
 }
 
 // New returns an Inbox for cfg.Consumer on pool. It checks cfg and fails with
@@ -199,7 +197,16 @@ func New(pool *pgxpool.Pool, cfg Config) (*Inbox, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Inbox{pool: pool, cfg: cfg, q: q}, nil
+	i := &Inbox{pool: pool, cfg: cfg, q: q}
+	i.sweeper = sweep.New(sweep.Config{
+		Name: "inbox", Interval: cfg.SweepInterval, BatchSize: cfg.SweepBatchSize, Logger: cfg.Logger,
+		LogAttrs: []any{"consumer", cfg.Consumer},
+		BatchFunc: func(ctx context.Context, limit int) (int64, error) {
+			tag, err := pool.Exec(ctx, q.sweep, limit)
+			return tag.RowsAffected(), err
+		},
+	})
+	return i, nil
 }
 
 // Consumer returns the consumer name the Inbox records messages for.
@@ -314,3 +321,23 @@ func TxFromContext(ctx context.Context) (tx pgx.Tx, ok bool) {
 	tx, ok = ctx.Value(txKey{}).(pgx.Tx)
 	return tx, ok && tx != nil
 }
+
+// Sweep deletes the expired records of every consumer in the table, not only the Inbox's own, so records of a consumer that no longer runs go too. Each statement deletes at most
+// Config.SweepBatchSize rows and commits on its own, skipping rows that a
+// concurrent transaction holds locked, so Sweep never waits on other work and
+// several replicas may sweep at once. It returns the number of rows deleted,
+// also when it fails part way.
+func (i *Inbox) Sweep(ctx context.Context) (int64, error) { return i.sweeper.Sweep(ctx) }
+
+// Run sweeps at once and then every Config.SweepInterval until ctx is done,
+// and returns nil then. A failed sweep is logged and retried at the next
+// interval: a database outage does not end Run.
+func (i *Inbox) Run(ctx context.Context) error { return i.sweeper.Run(ctx) }
+
+// Start runs Run in a goroutine the Inbox owns, until ctx is done or Stop is
+// called. It fails with ErrAlreadyStarted if that goroutine is still running.
+func (i *Inbox) Start(ctx context.Context) error { return i.sweeper.Start(ctx) }
+
+// Stop ends the goroutine Start began and waits for it; a sweep in progress
+// is interrupted. It is safe to call more than once, and without Start.
+func (i *Inbox) Stop() { i.sweeper.Stop() }
