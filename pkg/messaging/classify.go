@@ -3,6 +3,9 @@ package messaging
 import (
 	"context"
 	"errors"
+	"io"
+	"net"
+	"syscall"
 
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/twmb/franz-go/pkg/kerr"
@@ -131,4 +134,47 @@ func retryableSQLState(code string) bool {
 		return true
 	}
 	return false
+}
+
+// IsUnavailable reports whether err says that a dependency (PostgreSQL,
+// Kafka, the network) could not be reached or is shutting down, rather than
+// that the message or its handling is wrong. Such a failure is no reason to
+// set a message aside: every other message would meet it too. The consumer
+// middleware keeps redelivering a message whose retries ran out on such an
+// error instead of dead-lettering it, so an outage longer than the retry
+// budget loses nothing to the dead-letter topic.
+//
+// It is true for PostgreSQL connection exceptions (class 08), server
+// shutdowns (57P01-57P03), insufficient resources (class 53), errors pgconn
+// reports as safe to retry (nothing was sent) or as timeouts, retriable
+// Kafka error codes, refused or reset connections, network timeouts and
+// unexpected ends of stream; false otherwise, and for permanent errors.
+func IsUnavailable(err error) bool {
+	if err == nil || !IsRetryable(err) {
+		return false
+	}
+	if pgErr, ok := errors.AsType[*pgconn.PgError](err); ok {
+		switch {
+		case pgErr.Code == "57P01", pgErr.Code == "57P02", pgErr.Code == "57P03":
+			return true
+		case len(pgErr.Code) == 5 && (pgErr.Code[:2] == "08" || pgErr.Code[:2] == "53"):
+			return true
+		}
+		return false
+	}
+	if kErr, ok := errors.AsType[*kerr.Error](err); ok {
+		return kErr.Retriable
+	}
+	if pgconn.SafeToRetry(err) || pgconn.Timeout(err) {
+		return true
+	}
+	if errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.ECONNRESET) ||
+		errors.Is(err, syscall.EPIPE) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) {
+		return true
+	}
+	if netErr, ok := errors.AsType[net.Error](err); ok && netErr.Timeout() {
+		return true
+	}
+	_, isOpErr := errors.AsType[*net.OpError](err)
+	return isOpErr
 }

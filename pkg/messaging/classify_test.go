@@ -163,6 +163,30 @@ func TestIsRetryablePostgres(t *testing.T) {
 		t.Skip("something listens on 127.0.0.1:1")
 	}
 	require.True(t, messaging.IsRetryable(err), "refused connection: %v", err)
+	require.True(t, messaging.IsUnavailable(err), "refused connection: %v", err)
+}
+
+func TestIsUnavailable(t *testing.T) {
+	t.Parallel()
+	for _, tt := range []struct {
+		err  error
+		want bool
+	}{
+		{&pgconn.PgError{Code: "08006"}, true},  // connection_failure
+		{&pgconn.PgError{Code: "57P01"}, true},  // admin_shutdown
+		{&pgconn.PgError{Code: "53300"}, true},  // too_many_connections
+		{&pgconn.PgError{Code: "40001"}, false}, // serialization failure: retry, but the database is up
+		{&pgconn.PgError{Code: "23505"}, false}, // unique violation
+		{kerr.NotLeaderForPartition, true},      // retriable Kafka code
+		{kerr.MessageTooLarge, false},           // permanent Kafka code
+		{fmt.Errorf("dial: %w", syscall.ECONNREFUSED), true},
+		{io.ErrUnexpectedEOF, true},
+		{errors.New("payment service said no"), false}, // a handler's own failure
+		{messaging.Permanent(syscall.ECONNREFUSED), false},
+		{nil, false},
+	} {
+		require.Equal(t, tt.want, messaging.IsUnavailable(tt.err), "%v", tt.err)
+	}
 }
 
 func ExampleIsRetryable() {

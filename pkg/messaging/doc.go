@@ -59,7 +59,9 @@
 // retriable Kafka codes, network failures, context cancellation and every
 // unrecognised error are retryable. A handler marks bad input with
 // Permanent(err); the consumer middleware (package middleware) retries what is
-// retryable with backoff and dead-letters the rest.
+// retryable with backoff and dead-letters the rest, except when the last
+// failure says a dependency is down (IsUnavailable): an outage longer than the
+// retry budget redelivers the message instead of setting it aside.
 //
 // # Subpackages
 //

@@ -72,8 +72,14 @@ type DeadLetterConfig struct {
 	// (*RetryExhaustedError) instead of dead-lettering them, so the message
 	// is delivered again and its partition waits for it. Defaults to false:
 	// they are dead-lettered, and a message whose handler keeps failing does
-	// not block its partition for ever (DESIGN.md G7).
+	// not block its partition for ever (DESIGN.md G7). Either way, an
+	// exhausted error that IsUnavailableFunc reports (a dependency is down)
+	// is returned, not dead-lettered: the message is not at fault.
 	NackExhausted bool
+	// IsUnavailableFunc decides which exhausted errors mean that a
+	// dependency is down, so the message is redelivered rather than set
+	// aside. Defaults to messaging.IsUnavailable.
+	IsUnavailableFunc func(err error) bool
 	// IsRetryableFunc decides which errors are permanent (false) and are
 	// dead-lettered at once. It must agree with RetryConfig.IsRetryableFunc.
 	// Defaults to messaging.IsRetryable.
@@ -101,6 +107,9 @@ func (c *DeadLetterConfig) setDefaults() {
 	}
 	if c.IsRetryableFunc == nil {
 		c.IsRetryableFunc = messaging.IsRetryable
+	}
+	if c.IsUnavailableFunc == nil {
+		c.IsUnavailableFunc = messaging.IsUnavailable
 	}
 	if c.NowFunc == nil {
 		c.NowFunc = time.Now
@@ -213,7 +222,7 @@ func (d *deadLetter) middleware(h message.HandlerFunc) message.HandlerFunc {
 			return out, nil
 		}
 		exhausted := errors.As(err, new(*RetryExhaustedError))
-		if d.cfg.IsRetryableFunc(err) && (!exhausted || d.cfg.NackExhausted) {
+		if d.cfg.IsRetryableFunc(err) && (!exhausted || d.cfg.NackExhausted || d.cfg.IsUnavailableFunc(err)) {
 			return out, err
 		}
 		if pubErr := d.publish(msg, err); pubErr != nil {

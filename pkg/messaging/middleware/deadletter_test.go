@@ -10,6 +10,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/ThreeDotsLabs/watermill/message"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/stretchr/testify/require"
 
@@ -89,6 +90,8 @@ func TestDeadLetterPermanent(t *testing.T) {
 func TestDeadLetterDecidesByClassifier(t *testing.T) {
 	t.Parallel()
 	exhausted := &middleware.RetryExhaustedError{Attempts: 10, Elapsed: 33 * time.Second, Err: errTransient}
+	unavailable := &middleware.RetryExhaustedError{Attempts: 10, Elapsed: 33 * time.Second,
+		Err: &pgconn.PgError{Code: "57P01", Message: "terminating connection due to administrator command"}}
 	for _, tt := range []struct {
 		name          string
 		cfg           middleware.DeadLetterConfig
@@ -106,6 +109,7 @@ func TestDeadLetterDecidesByClassifier(t *testing.T) {
 		{name: "context canceled", err: fmt.Errorf("handle: %w", context.Canceled), returnedError: context.Canceled},
 		{name: "retries exhausted", err: exhausted, deadLettered: true, reasonPrefix: "retries exhausted after 10 attempts in 33s: transient failure"},
 		{name: "retries exhausted, nacked", cfg: middleware.DeadLetterConfig{NackExhausted: true}, err: exhausted, returnedError: exhausted},
+		{name: "retries exhausted while PostgreSQL is down", err: unavailable, returnedError: unavailable},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
