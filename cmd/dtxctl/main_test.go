@@ -76,30 +76,30 @@ func TestMigrate(t *testing.T) {
 
 	r := dtxctl(t, env, "migrate", "status")
 	require.Equal(t, exitOK, r.code, r.stderr)
-	require.Equal(t, "schema   "+schema+"\nversion  0 of 2\npending  001_inbox.sql\npending  002_idempotency_keys.sql\n", r.stdout)
+	require.Equal(t, "schema   "+schema+"\nversion  0 of 3\npending  001_inbox.sql\npending  002_idempotency_keys.sql\npending  003_txlog.sql\n", r.stdout)
 
 	r = dtxctl(t, env, "migrate", "up")
 	require.Equal(t, exitOK, r.code, r.stderr)
-	require.Equal(t, "schema "+schema+" is at version 2 of 2\n", r.stdout)
-	require.Equal(t, 2, strings.Count(r.stderr, `msg="migration applied"`), r.stderr)
+	require.Equal(t, "schema "+schema+" is at version 3 of 3\n", r.stdout)
+	require.Equal(t, 3, strings.Count(r.stderr, `msg="migration applied"`), r.stderr)
 
 	r = dtxctl(t, env, "migrate", "down")
 	require.Equal(t, exitOK, r.code, r.stderr)
-	require.Equal(t, "schema "+schema+" is at version 1 of 2\n", r.stdout)
-	require.Contains(t, r.stderr, "migration=002_idempotency_keys.sql")
+	require.Equal(t, "schema "+schema+" is at version 2 of 3\n", r.stdout)
+	require.Contains(t, r.stderr, "migration=003_txlog.sql")
 
 	r = dtxctl(t, env, "migrate", "status")
 	require.Equal(t, exitOK, r.code, r.stderr)
-	require.Equal(t, "schema   "+schema+"\nversion  1 of 2\napplied  001_inbox.sql\npending  002_idempotency_keys.sql\n", r.stdout)
+	require.Equal(t, "schema   "+schema+"\nversion  2 of 3\napplied  001_inbox.sql\napplied  002_idempotency_keys.sql\npending  003_txlog.sql\n", r.stdout)
 
 	r = dtxctl(t, env, "migrate", "up")
 	require.Equal(t, exitOK, r.code, r.stderr)
 	r = dtxctl(t, env, "migrate", "down", "--all")
 	require.Equal(t, exitOK, r.code, r.stderr)
-	require.Equal(t, "schema "+schema+" is at version 0 of 2\n", r.stdout)
+	require.Equal(t, "schema "+schema+" is at version 0 of 3\n", r.stdout)
 	r = dtxctl(t, env, "migrate", "down", "--steps", "2")
 	require.Equal(t, exitOK, r.code, r.stderr)
-	require.Equal(t, "schema "+schema+" is at version 0 of 2\n", r.stdout)
+	require.Equal(t, "schema "+schema+" is at version 0 of 3\n", r.stdout)
 }
 
 func TestFlagsWinOverEnvironment(t *testing.T) {
@@ -162,7 +162,7 @@ func TestStatusOfNewerDatabase(t *testing.T) {
 	env := map[string]string{"DTX_DATABASE_URL": pgtest.URL(), "DTX_SCHEMA": s.Name}
 	r := dtxctl(t, env, "migrate", "status")
 	require.Equal(t, exitFailure, r.code)
-	require.Contains(t, r.stdout, "version  9 of 2\n")
+	require.Contains(t, r.stdout, "version  9 of 3\n")
 	require.Contains(t, r.stderr, "newer than this build")
 
 	r = dtxctl(t, env, "migrate", "up")

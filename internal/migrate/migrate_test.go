@@ -33,20 +33,20 @@ func TestUpDownUp(t *testing.T) {
 	before, err := migrate.Status(ctx, conn, cfg)
 	require.NoError(t, err)
 	require.Equal(t, int32(0), before.Current)
-	require.Equal(t, int32(2), before.Latest)
+	require.Equal(t, int32(3), before.Latest)
 	require.Empty(t, before.Applied)
-	require.Equal(t, []string{"001_inbox.sql", "002_idempotency_keys.sql"}, before.Pending)
+	require.Equal(t, []string{"001_inbox.sql", "002_idempotency_keys.sql", "003_txlog.sql"}, before.Pending)
 	require.False(t, schemaExists(t, conn, cfg.Schema), "Status must not create the schema")
 
 	require.NoError(t, migrate.Up(ctx, conn, cfg))
-	requireTables(t, conn, cfg.Schema, "inbox", "idempotency_keys")
+	requireTables(t, conn, cfg.Schema, "inbox", "idempotency_keys", "txlog_checkpoints")
 	after, err := migrate.Status(ctx, conn, cfg)
 	require.NoError(t, err)
 	require.Equal(t, migrate.Report{
 		Schema:  cfg.Schema,
-		Current: 2,
-		Latest:  2,
-		Applied: []string{"001_inbox.sql", "002_idempotency_keys.sql"},
+		Current: 3,
+		Latest:  3,
+		Applied: []string{"001_inbox.sql", "002_idempotency_keys.sql", "003_txlog.sql"},
 		Pending: []string{},
 	}, after)
 
@@ -54,11 +54,11 @@ func TestUpDownUp(t *testing.T) {
 	require.NoError(t, migrate.Up(ctx, conn, cfg))
 
 	require.NoError(t, migrate.Down(ctx, conn, cfg, 1))
-	requireTables(t, conn, cfg.Schema, "inbox")
+	requireTables(t, conn, cfg.Schema, "inbox", "idempotency_keys")
 	st, err := migrate.Status(ctx, conn, cfg)
 	require.NoError(t, err)
-	require.Equal(t, int32(1), st.Current)
-	require.Equal(t, []string{"002_idempotency_keys.sql"}, st.Pending)
+	require.Equal(t, int32(2), st.Current)
+	require.Equal(t, []string{"003_txlog.sql"}, st.Pending)
 
 	require.NoError(t, migrate.To(ctx, conn, cfg, 0))
 	requireTables(t, conn, cfg.Schema)
@@ -68,7 +68,7 @@ func TestUpDownUp(t *testing.T) {
 	require.Equal(t, int32(0), st.Current)
 
 	require.NoError(t, migrate.Up(ctx, conn, cfg))
-	requireTables(t, conn, cfg.Schema, "inbox", "idempotency_keys")
+	requireTables(t, conn, cfg.Schema, "inbox", "idempotency_keys", "txlog_checkpoints")
 
 	// More steps than applied roll back everything.
 	require.NoError(t, migrate.Down(ctx, conn, cfg, 10))
@@ -95,8 +95,8 @@ func TestArguments(t *testing.T) {
 	cfg := migrate.Config{Schema: pgtest.NewSchemaName(t)}
 
 	require.ErrorContains(t, migrate.Down(ctx, conn, cfg, 0), "at least 1")
-	require.ErrorContains(t, migrate.To(ctx, conn, cfg, 3), "outside 0..2")
-	require.ErrorContains(t, migrate.To(ctx, conn, cfg, -1), "outside 0..2")
+	require.ErrorContains(t, migrate.To(ctx, conn, cfg, 4), "outside 0..3")
+	require.ErrorContains(t, migrate.To(ctx, conn, cfg, -1), "outside 0..3")
 	require.ErrorContains(t, migrate.Up(ctx, nil, cfg), "conn is nil")
 }
 
@@ -123,10 +123,11 @@ func TestConcurrentUp(t *testing.T) {
 		require.NoError(t, err)
 	}
 
-	requireTables(t, conns[0], cfg.Schema, "inbox", "idempotency_keys")
+	requireTables(t, conns[0], cfg.Schema, "inbox", "idempotency_keys", "txlog_checkpoints")
 	out := logs.String()
 	require.Equal(t, 1, strings.Count(out, "migration=001_inbox.sql"), out)
 	require.Equal(t, 1, strings.Count(out, "migration=002_idempotency_keys.sql"), out)
+	require.Equal(t, 1, strings.Count(out, "migration=003_txlog.sql"), out)
 	require.Equal(t, callers-1, strings.Count(out, "database schema up to date"), out)
 }
 
@@ -139,16 +140,18 @@ func TestLogging(t *testing.T) {
 
 	require.NoError(t, migrate.Up(ctx, conn, cfg))
 	lines := strings.Split(strings.TrimSpace(logs.String()), "\n")
-	require.Len(t, lines, 2, logs.String())
+	require.Len(t, lines, 3, logs.String())
 	require.Contains(t, lines[0], `msg="migration applied" schema=`+cfg.Schema+` migration=001_inbox.sql version=1`)
 	require.Contains(t, lines[1], `msg="migration applied" schema=`+cfg.Schema+` migration=002_idempotency_keys.sql version=2`)
+	require.Contains(t, lines[2], `msg="migration applied" schema=`+cfg.Schema+` migration=003_txlog.sql version=3`)
 
 	logs.Reset()
-	require.NoError(t, migrate.Down(ctx, conn, cfg, 2))
+	require.NoError(t, migrate.Down(ctx, conn, cfg, 3))
 	lines = strings.Split(strings.TrimSpace(logs.String()), "\n")
-	require.Len(t, lines, 2, logs.String())
-	require.Contains(t, lines[0], `msg="migration rolled back" schema=`+cfg.Schema+` migration=002_idempotency_keys.sql version=1`)
-	require.Contains(t, lines[1], `msg="migration rolled back" schema=`+cfg.Schema+` migration=001_inbox.sql version=0`)
+	require.Len(t, lines, 3, logs.String())
+	require.Contains(t, lines[0], `msg="migration rolled back" schema=`+cfg.Schema+` migration=003_txlog.sql version=2`)
+	require.Contains(t, lines[1], `msg="migration rolled back" schema=`+cfg.Schema+` migration=002_idempotency_keys.sql version=1`)
+	require.Contains(t, lines[2], `msg="migration rolled back" schema=`+cfg.Schema+` migration=001_inbox.sql version=0`)
 }
 
 func TestValidateSchemaName(t *testing.T) {
@@ -251,9 +254,9 @@ func TestUnknownVersion(t *testing.T) {
 	r, err := migrate.Status(ctx, conn, cfg)
 	require.ErrorIs(t, err, migrate.ErrUnknownVersion)
 	require.Equal(t, int32(7), r.Current)
-	require.Len(t, r.Applied, 2)
+	require.Len(t, r.Applied, 3)
 	require.Empty(t, r.Pending)
-	requireTables(t, conn, cfg.Schema, "inbox", "idempotency_keys")
+	requireTables(t, conn, cfg.Schema, "inbox", "idempotency_keys", "txlog_checkpoints")
 }
 
 func TestUpPool(t *testing.T) {
@@ -265,7 +268,7 @@ func TestUpPool(t *testing.T) {
 	defer pool.Close()
 
 	require.NoError(t, migrate.UpPool(ctx, pool, cfg))
-	requireTables(t, pgtest.Connect(t), cfg.Schema, "inbox", "idempotency_keys")
+	requireTables(t, pgtest.Connect(t), cfg.Schema, "inbox", "idempotency_keys", "txlog_checkpoints")
 
 	// The connection is not returned to the pool.
 	require.Zero(t, pool.Stat().TotalConns())
@@ -275,8 +278,8 @@ func TestUpPool(t *testing.T) {
 	require.ErrorIs(t, migrate.WithPoolConn(ctx, pool, func(*pgx.Conn) error { return boom }), boom)
 	require.NoError(t, migrate.WithPoolConn(ctx, pool, func(conn *pgx.Conn) error {
 		r, err := migrate.Status(ctx, conn, cfg)
-		if err == nil && r.Current != 2 {
-			err = errors.New("not at version 2")
+		if err == nil && r.Current != 3 {
+			err = errors.New("not at version 3")
 		}
 		return err
 	}))
@@ -294,7 +297,7 @@ func TestKeywordSchemaName(t *testing.T) {
 
 	cfg := migrate.Config{Schema: "order"}
 	require.NoError(t, migrate.Up(ctx, conn, cfg))
-	requireTables(t, conn, "order", "inbox", "idempotency_keys")
+	requireTables(t, conn, "order", "inbox", "idempotency_keys", "txlog_checkpoints")
 	require.NoError(t, migrate.To(ctx, conn, cfg, 0))
 	requireTables(t, conn, "order")
 }

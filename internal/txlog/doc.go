@@ -1,0 +1,113 @@
+// Package txlog reads append-only PostgreSQL tables ("logs") in an order that
+// no late-committing transaction can break: the primitive under the outbox
+// relay, the event store's global read and projector catch-up.
+//
+// # What a log table looks like
+//
+// Any table is a log if it has these columns and index, besides its own
+// payload columns (CheckTable verifies them, and names what is missing):
+//
+//	tx_id    xid8   NOT NULL DEFAULT pg_current_xact_id(),
+//	position bigint GENERATED ALWAYS AS IDENTITY,
+//	...
+//	PRIMARY KEY (tx_id, position)   -- or a unique index on exactly these, ascending
+//
+// Writers only INSERT, and never set tx_id or position themselves. The log
+// and the checkpoints table txlog_checkpoints (migration 003) live in the
+// same schema; the log is known there by its table name. To wake readers at
+// commit, a writer calls Notify in its transaction, or the log's migration
+// attaches the trigger function of migration 003:
+//
+//	CREATE TRIGGER outbox_notify AFTER INSERT ON {{.schema}}.outbox
+//	    FOR EACH STATEMENT EXECUTE FUNCTION {{.schema}}.txlog_notify('dtx_outbox');
+//
+// A table with a time column (created_at) also gets the lag in seconds
+// metric. Retention deletes rows in (tx_id, position) order through the same
+// index.
+//
+// # Guarantees
+//
+//   - Gap safety (DESIGN.md G5). Reader.ReadBatch returns rows after a
+//     Position in (tx_id, position) order, and only rows whose tx_id is below
+//     the horizon: the xmin of the reading statement's snapshot, the id of the
+//     oldest transaction still running. Every transaction below it has ended,
+//     so every row it committed is visible, and no new row can ever appear
+//     before the horizon. Rows of a transaction that is still open, and rows
+//     of every transaction that took its id after it, wait until it ends;
+//     they are read then, never skipped. A position alone ("id > last") does
+//     not give this: positions are taken at insert, not at commit, and a row
+//     with a lower position can commit after a higher one was read.
+//   - Checkpoints. A reader's checkpoint (Reader.SaveCheckpoint) only moves
+//     forward; it commits or rolls back with the caller's transaction, and
+//     SaveCheckpointFenced checks a lease in that same transaction. Resuming
+//     from a checkpoint reads every row after it once: no row is returned
+//     twice by consecutive reads, none is left out.
+//   - Retention. A Pruner deletes only rows at or before the lowest
+//     checkpoint of the log's registered readers; with no reader registered,
+//     nothing. Unread rows of a registered reader are never deleted.
+//   - Wake-ups. A Listener's subscriptions wake on a notification, or at the
+//     latest after the poll interval: notifications make readers prompt,
+//     polling makes them correct. Lost notifications (a dropped connection,
+//     a PostgreSQL restart, a writer that does not notify) cost latency,
+//     never rows. The Listener reconnects with backoff for as long as it
+//     runs.
+//
+// # Ordering
+//
+// Rows come out by tx_id, then position: transactions in the order they got
+// their transaction id, which PostgreSQL assigns at a transaction's first
+// write or row lock, and each transaction's rows in insert order. That is
+// commit order for transactions that exclude each other through a lock taken
+// before either writes (a row lock on the aggregate or saga row, or
+// pg_advisory_xact_lock): the second one cannot take its id before the first
+// has one, nor commit before the first. Transactions that do not, and overlap,
+// may come out in the reverse of their commit order. So writers that need
+// per-key order (DESIGN.md G4) take the key's lock before their first write
+// in the transaction, not after.
+//
+// # Reading a log
+//
+//	r, _ := txlog.NewReader(txlog.Config{Log: "outbox", Reader: "relay",
+//		Columns: []string{"topic", "payload"}}, func(m *msg) []any { return []any{&m.Topic, &m.Payload} })
+//	sub := listener.Subscribe()
+//	after, _ := r.LoadCheckpoint(ctx, pool)
+//	for {
+//		b, err := r.ReadBatch(ctx, pool, after)
+//		// handle err: back off and retry
+//		// handle b.Rows, then r.SaveCheckpoint(ctx, tx, b.End) with their effect
+//		after = b.End
+//		if !b.Full {
+//			sub.Wait(ctx, b.HorizonBlocked)
+//		}
+//	}
+//
+// A reader that holds a lease (several replicas, one active) saves with
+// SaveCheckpointFenced, whose FenceFunc locks and checks the lease row in the
+// same transaction, or calls SaveCheckpoint in its own transaction after its
+// own fencing check; either way check and checkpoint commit together.
+//
+// # How it fails
+//
+//   - A transaction left open stalls every reader of every log in the
+//     cluster: nothing committed after it began is read until it ends
+//     (dtx_txlog_oldest_open_tx_seconds shows it; so does HorizonBlocked).
+//     Only transactions that hold a transaction id count, in any database
+//     of the cluster, prepared transactions included; read-only ones do not.
+//   - ReadBatch inside a transaction that has written holds back rows of
+//     transactions newer than itself: read before writing.
+//   - A batch that is not full costs a second statement, an index probe past
+//     its end for HorizonBlocked. The probe steps over the rows of
+//     transactions still open, so a single transaction inserting millions of
+//     rows makes caught-up reads slower until it ends.
+//   - Transaction ids restart lower after a logical dump is restored into a
+//     new cluster: ReadBatch then fails with ErrPositionAhead rather than
+//     skip rows; an operator resets the checkpoints. (pg_upgrade and physical
+//     backups keep transaction ids.)
+//   - Database errors are returned wrapped, naming the reader and the log;
+//     ReadBatch and the checkpoint functions change nothing on failure. A
+//     failed prune is logged and retried at the next interval.
+//   - NOTIFY makes committing transactions that notify take a cluster-wide
+//     lock in turn; at very high write rates, rely on polling instead.
+//   - A listening connection that dies silently (no reset from the network)
+//     is noticed only by TCP keepalive; until then readers wake by polling.
+package txlog
