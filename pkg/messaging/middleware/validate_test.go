@@ -97,3 +97,34 @@ func TestRecover(t *testing.T) {
 	require.Same(t, errTransient, err, "errors pass untouched")
 	require.Len(t, out, 1)
 }
+
+func TestValidatingPublisher(t *testing.T) {
+	t.Parallel()
+	reg := registry(t)
+	valid := envelopeMessage(t, "sales.order.placed", placedPayload(t))
+	badBody := envelopeMessage(t, "sales.order.placed", []byte(`{"order_id":""}`))
+	unknown := envelopeMessage(t, "sales.order.teleported", []byte(`{}`))
+	garbage := message.NewMessage("raw-1", []byte("not an envelope"))
+
+	inner := &recordingPublisher{}
+	pub := middleware.ValidatingPublisher(inner, reg)
+	require.NoError(t, pub.Publish("orders", valid))
+	_, got := inner.published()
+	require.Len(t, got, 1)
+
+	for _, tt := range []struct {
+		msg  *message.Message
+		want error
+	}{
+		{badBody, messaging.ErrSchemaViolation},
+		{unknown, messaging.ErrUnknownType},
+		{garbage, messaging.ErrInvalidEnvelope},
+	} {
+		err := pub.Publish("orders", valid, tt.msg)
+		require.ErrorIs(t, err, tt.want)
+		require.ErrorContains(t, err, "message 1 ("+tt.msg.UUID+") refused")
+	}
+	_, got = inner.published()
+	require.Len(t, got, 1, "a call with one bad message publishes none of its messages")
+	require.NoError(t, pub.Close())
+}
