@@ -3,6 +3,9 @@ package main
 import (
 	"bytes"
 	"context"
+	"fmt"
+	"io/fs"
+	"slices"
 	"strings"
 	"testing"
 
@@ -10,6 +13,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/vextrus/dtx/internal/testkit/pgtest"
+	"github.com/vextrus/dtx/migrations"
 )
 
 func TestMain(m *testing.M) {
@@ -73,33 +77,40 @@ func TestMigrate(t *testing.T) {
 	t.Parallel()
 	schema := pgtest.NewSchemaName(t)
 	env := map[string]string{"DTX_DATABASE_URL": pgtest.URL(), "DTX_SCHEMA": schema}
+	names := migrationNames(t)
+	latest := len(names)
 
 	r := dtxctl(t, env, "migrate", "status")
 	require.Equal(t, exitOK, r.code, r.stderr)
-	require.Equal(t, "schema   "+schema+"\nversion  0 of 3\npending  001_inbox.sql\npending  002_idempotency_keys.sql\npending  003_txlog.sql\n", r.stdout)
+	require.Equal(t, statusOutput(schema, 0, names), r.stdout)
 
 	r = dtxctl(t, env, "migrate", "up")
 	require.Equal(t, exitOK, r.code, r.stderr)
-	require.Equal(t, "schema "+schema+" is at version 3 of 3\n", r.stdout)
-	require.Equal(t, 3, strings.Count(r.stderr, `msg="migration applied"`), r.stderr)
+	require.Equal(t, versionOutput(schema, latest, latest), r.stdout)
+	require.Equal(t, latest, strings.Count(r.stderr, `msg="migration applied"`), r.stderr)
+	for _, name := range names {
+		require.Contains(t, r.stderr, "migration="+name+" ")
+	}
 
 	r = dtxctl(t, env, "migrate", "down")
 	require.Equal(t, exitOK, r.code, r.stderr)
-	require.Equal(t, "schema "+schema+" is at version 2 of 3\n", r.stdout)
-	require.Contains(t, r.stderr, "migration=003_txlog.sql")
+	require.Equal(t, versionOutput(schema, latest-1, latest), r.stdout)
+	require.Equal(t, 1, strings.Count(r.stderr, `msg="migration rolled back"`), r.stderr)
+	require.Contains(t, r.stderr, "migration="+names[latest-1]+" ")
 
 	r = dtxctl(t, env, "migrate", "status")
 	require.Equal(t, exitOK, r.code, r.stderr)
-	require.Equal(t, "schema   "+schema+"\nversion  2 of 3\napplied  001_inbox.sql\napplied  002_idempotency_keys.sql\npending  003_txlog.sql\n", r.stdout)
+	require.Equal(t, statusOutput(schema, latest-1, names), r.stdout)
 
 	r = dtxctl(t, env, "migrate", "up")
 	require.Equal(t, exitOK, r.code, r.stderr)
+	require.Equal(t, versionOutput(schema, latest, latest), r.stdout)
 	r = dtxctl(t, env, "migrate", "down", "--all")
 	require.Equal(t, exitOK, r.code, r.stderr)
-	require.Equal(t, "schema "+schema+" is at version 0 of 3\n", r.stdout)
+	require.Equal(t, versionOutput(schema, 0, latest), r.stdout)
 	r = dtxctl(t, env, "migrate", "down", "--steps", "2")
 	require.Equal(t, exitOK, r.code, r.stderr)
-	require.Equal(t, "schema "+schema+" is at version 0 of 3\n", r.stdout)
+	require.Equal(t, versionOutput(schema, 0, latest), r.stdout)
 }
 
 func TestFlagsWinOverEnvironment(t *testing.T) {
@@ -156,16 +167,55 @@ func TestErrors(t *testing.T) {
 func TestStatusOfNewerDatabase(t *testing.T) {
 	t.Parallel()
 	s := pgtest.NewSchema(t)
-	_, err := s.Pool.Exec(t.Context(), "UPDATE schema_version SET version = 9")
+	names := migrationNames(t)
+	newer := len(names) + 5 // A version this build does not know.
+	_, err := s.Pool.Exec(t.Context(), "UPDATE schema_version SET version = $1", newer)
 	require.NoError(t, err)
 
 	env := map[string]string{"DTX_DATABASE_URL": pgtest.URL(), "DTX_SCHEMA": s.Name}
 	r := dtxctl(t, env, "migrate", "status")
 	require.Equal(t, exitFailure, r.code)
-	require.Contains(t, r.stdout, "version  9 of 3\n")
+	require.Equal(t, statusOutput(s.Name, newer, names), r.stdout)
 	require.Contains(t, r.stderr, "newer than this build")
 
 	r = dtxctl(t, env, "migrate", "up")
 	require.Equal(t, exitFailure, r.code)
 	require.Contains(t, r.stderr, "newer than this build")
+}
+
+// migrationNames returns the file names of the embedded migrations in the
+// order they apply, read from package migrations so that a new migration
+// needs no change here.
+func migrationNames(t *testing.T) []string {
+	t.Helper()
+	names, err := fs.Glob(migrations.FS(), "*.sql")
+	require.NoError(t, err)
+	require.NotEmpty(t, names, "no migrations embedded")
+	slices.Sort(names)
+	for i, name := range names {
+		require.True(t, strings.HasPrefix(name, fmt.Sprintf("%03d_", i+1)),
+			"migration %s should be numbered %03d: migrations are numbered from 001 without gaps", name, i+1)
+	}
+	return names
+}
+
+// statusOutput is what `dtxctl migrate status` prints for schema at version
+// current: the first current migrations applied, the others pending.
+func statusOutput(schema string, current int, names []string) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "schema   %s\nversion  %d of %d\n", schema, current, len(names))
+	for i, name := range names {
+		state := "pending"
+		if i < current {
+			state = "applied"
+		}
+		fmt.Fprintf(&b, "%s  %s\n", state, name)
+	}
+	return b.String()
+}
+
+// versionOutput is what `dtxctl migrate up` and `down` print once schema is
+// at version current of latest.
+func versionOutput(schema string, current, latest int) string {
+	return fmt.Sprintf("schema %s is at version %d of %d\n", schema, current, latest)
 }

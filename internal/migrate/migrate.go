@@ -268,6 +268,9 @@ func loadMigrator(ctx context.Context, conn *pgx.Conn, fsys fs.FS, schema string
 		return nil, fmt.Errorf("migrate: schema %q: prepare the version table: %w", schema, err)
 	}
 	m.Data["schema"] = quotedSchema(schema)
+	// schema_name is the bare name (validated: [a-z_][a-z0-9_]*), for use
+	// inside string literals such as NOTIFY channel names.
+	m.Data["schema_name"] = schema
 	if err := m.LoadMigrations(fsys); err != nil {
 		return nil, fmt.Errorf("migrate: load migrations: %w", err)
 	}

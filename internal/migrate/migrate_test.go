@@ -4,7 +4,12 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
+	"io/fs"
 	"log/slog"
+	"maps"
+	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -18,6 +23,7 @@ import (
 
 	"github.com/vextrus/dtx/internal/migrate"
 	"github.com/vextrus/dtx/internal/testkit/pgtest"
+	"github.com/vextrus/dtx/migrations"
 )
 
 func TestMain(m *testing.M) {
@@ -29,53 +35,46 @@ func TestUpDownUp(t *testing.T) {
 	ctx := t.Context()
 	conn := pgtest.Connect(t)
 	cfg := migrate.Config{Schema: pgtest.NewSchemaName(t)}
+	e := embedded(t)
+	latest := e.latest()
 
-	before, err := migrate.Status(ctx, conn, cfg)
-	require.NoError(t, err)
-	require.Equal(t, int32(0), before.Current)
-	require.Equal(t, int32(3), before.Latest)
-	require.Empty(t, before.Applied)
-	require.Equal(t, []string{"001_inbox.sql", "002_idempotency_keys.sql", "003_txlog.sql"}, before.Pending)
+	requireVersion(t, conn, cfg, e, 0)
 	require.False(t, schemaExists(t, conn, cfg.Schema), "Status must not create the schema")
 
 	require.NoError(t, migrate.Up(ctx, conn, cfg))
-	requireTables(t, conn, cfg.Schema, "inbox", "idempotency_keys", "txlog_checkpoints")
-	after, err := migrate.Status(ctx, conn, cfg)
-	require.NoError(t, err)
-	require.Equal(t, migrate.Report{
-		Schema:  cfg.Schema,
-		Current: 3,
-		Latest:  3,
-		Applied: []string{"001_inbox.sql", "002_idempotency_keys.sql", "003_txlog.sql"},
-		Pending: []string{},
-	}, after)
+	requireVersion(t, conn, cfg, e, latest)
 
 	// Up again changes nothing.
 	require.NoError(t, migrate.Up(ctx, conn, cfg))
+	requireVersion(t, conn, cfg, e, latest)
 
 	require.NoError(t, migrate.Down(ctx, conn, cfg, 1))
-	requireTables(t, conn, cfg.Schema, "inbox", "idempotency_keys")
-	st, err := migrate.Status(ctx, conn, cfg)
-	require.NoError(t, err)
-	require.Equal(t, int32(2), st.Current)
-	require.Equal(t, []string{"003_txlog.sql"}, st.Pending)
+	requireVersion(t, conn, cfg, e, latest-1)
 
 	require.NoError(t, migrate.To(ctx, conn, cfg, 0))
-	requireTables(t, conn, cfg.Schema)
+	requireVersion(t, conn, cfg, e, 0)
 	require.True(t, schemaExists(t, conn, cfg.Schema), "down keeps the schema")
-	st, err = migrate.Status(ctx, conn, cfg)
-	require.NoError(t, err)
-	require.Equal(t, int32(0), st.Current)
+
+	// One migration at a time, up and then down: each down section undoes
+	// exactly its up section.
+	for v := int32(1); v <= latest; v++ {
+		require.NoError(t, migrate.To(ctx, conn, cfg, v))
+		requireVersion(t, conn, cfg, e, v)
+	}
+	for v := latest - 1; v >= 0; v-- {
+		require.NoError(t, migrate.Down(ctx, conn, cfg, 1))
+		requireVersion(t, conn, cfg, e, v)
+	}
 
 	require.NoError(t, migrate.Up(ctx, conn, cfg))
-	requireTables(t, conn, cfg.Schema, "inbox", "idempotency_keys", "txlog_checkpoints")
+	requireVersion(t, conn, cfg, e, latest)
 
 	// More steps than applied roll back everything.
-	require.NoError(t, migrate.Down(ctx, conn, cfg, 10))
-	requireTables(t, conn, cfg.Schema)
+	require.NoError(t, migrate.Down(ctx, conn, cfg, len(e.names)+1))
+	requireVersion(t, conn, cfg, e, 0)
 
 	require.NoError(t, migrate.To(ctx, conn, cfg, 1))
-	requireTables(t, conn, cfg.Schema, "inbox")
+	requireVersion(t, conn, cfg, e, 1)
 }
 
 func TestDefaultSchema(t *testing.T) {
@@ -93,16 +92,19 @@ func TestArguments(t *testing.T) {
 	ctx := t.Context()
 	conn := pgtest.Connect(t)
 	cfg := migrate.Config{Schema: pgtest.NewSchemaName(t)}
+	latest := embedded(t).latest()
+	outside := fmt.Sprintf("outside 0..%d", latest)
 
 	require.ErrorContains(t, migrate.Down(ctx, conn, cfg, 0), "at least 1")
-	require.ErrorContains(t, migrate.To(ctx, conn, cfg, 4), "outside 0..3")
-	require.ErrorContains(t, migrate.To(ctx, conn, cfg, -1), "outside 0..3")
+	require.ErrorContains(t, migrate.To(ctx, conn, cfg, latest+1), outside)
+	require.ErrorContains(t, migrate.To(ctx, conn, cfg, -1), outside)
 	require.ErrorContains(t, migrate.Up(ctx, nil, cfg), "conn is nil")
 }
 
 func TestConcurrentUp(t *testing.T) {
 	t.Parallel()
 	ctx := t.Context()
+	e := embedded(t)
 	// The handler serialises its writes; the buffer is read once all are done.
 	var logs bytes.Buffer
 	cfg := migrate.Config{Schema: pgtest.NewSchemaName(t), Logger: slog.New(slog.NewTextHandler(&logs, nil))}
@@ -123,11 +125,12 @@ func TestConcurrentUp(t *testing.T) {
 		require.NoError(t, err)
 	}
 
-	requireTables(t, conns[0], cfg.Schema, "inbox", "idempotency_keys", "txlog_checkpoints")
+	requireVersion(t, conns[0], cfg, e, e.latest())
 	out := logs.String()
-	require.Equal(t, 1, strings.Count(out, "migration=001_inbox.sql"), out)
-	require.Equal(t, 1, strings.Count(out, "migration=002_idempotency_keys.sql"), out)
-	require.Equal(t, 1, strings.Count(out, "migration=003_txlog.sql"), out)
+	for _, name := range e.names {
+		require.Equal(t, 1, strings.Count(out, "migration="+name+" "), out)
+	}
+	require.Equal(t, len(e.names), strings.Count(out, `msg="migration applied"`), out)
 	require.Equal(t, callers-1, strings.Count(out, "database schema up to date"), out)
 }
 
@@ -138,20 +141,26 @@ func TestLogging(t *testing.T) {
 	var logs bytes.Buffer
 	cfg := migrate.Config{Schema: pgtest.NewSchemaName(t), Logger: slog.New(slog.NewTextHandler(&logs, nil))}
 
+	names := embedded(t).names
+	n := len(names)
+
 	require.NoError(t, migrate.Up(ctx, conn, cfg))
 	lines := strings.Split(strings.TrimSpace(logs.String()), "\n")
-	require.Len(t, lines, 3, logs.String())
-	require.Contains(t, lines[0], `msg="migration applied" schema=`+cfg.Schema+` migration=001_inbox.sql version=1`)
-	require.Contains(t, lines[1], `msg="migration applied" schema=`+cfg.Schema+` migration=002_idempotency_keys.sql version=2`)
-	require.Contains(t, lines[2], `msg="migration applied" schema=`+cfg.Schema+` migration=003_txlog.sql version=3`)
+	require.Len(t, lines, n, logs.String())
+	for i, name := range names {
+		require.Contains(t, lines[i],
+			fmt.Sprintf(`msg="migration applied" schema=%s migration=%s version=%d`, cfg.Schema, name, i+1))
+	}
 
 	logs.Reset()
-	require.NoError(t, migrate.Down(ctx, conn, cfg, 3))
+	require.NoError(t, migrate.Down(ctx, conn, cfg, n))
 	lines = strings.Split(strings.TrimSpace(logs.String()), "\n")
-	require.Len(t, lines, 3, logs.String())
-	require.Contains(t, lines[0], `msg="migration rolled back" schema=`+cfg.Schema+` migration=003_txlog.sql version=2`)
-	require.Contains(t, lines[1], `msg="migration rolled back" schema=`+cfg.Schema+` migration=002_idempotency_keys.sql version=1`)
-	require.Contains(t, lines[2], `msg="migration rolled back" schema=`+cfg.Schema+` migration=001_inbox.sql version=0`)
+	require.Len(t, lines, n, logs.String())
+	for i, line := range lines {
+		version := n - 1 - i // Newest first, each line naming the version left behind.
+		require.Contains(t, line,
+			fmt.Sprintf(`msg="migration rolled back" schema=%s migration=%s version=%d`, cfg.Schema, names[version], version))
+	}
 }
 
 func TestValidateSchemaName(t *testing.T) {
@@ -242,33 +251,42 @@ func TestUnknownVersion(t *testing.T) {
 	ctx := t.Context()
 	conn := pgtest.Connect(t)
 	cfg := migrate.Config{Schema: pgtest.NewSchemaName(t)}
+	e := embedded(t)
+	latest := e.latest()
+	newer := latest + 3 // A version this build does not know.
 	require.NoError(t, migrate.Up(ctx, conn, cfg))
-	_, err := conn.Exec(ctx, "UPDATE "+pgx.Identifier{cfg.Schema, "schema_version"}.Sanitize()+" SET version = 7")
+	_, err := conn.Exec(ctx, "UPDATE "+pgx.Identifier{cfg.Schema, "schema_version"}.Sanitize()+" SET version = $1", newer)
 	require.NoError(t, err)
 
 	err = migrate.Up(ctx, conn, cfg)
 	require.ErrorIs(t, err, migrate.ErrUnknownVersion)
-	require.ErrorContains(t, err, "version 7")
+	require.ErrorContains(t, err, fmt.Sprintf("version %d but this build knows versions up to %d", newer, latest))
 	require.ErrorIs(t, migrate.Down(ctx, conn, cfg, 1), migrate.ErrUnknownVersion)
 
 	r, err := migrate.Status(ctx, conn, cfg)
 	require.ErrorIs(t, err, migrate.ErrUnknownVersion)
-	require.Equal(t, int32(7), r.Current)
-	require.Len(t, r.Applied, 3)
-	require.Empty(t, r.Pending)
-	requireTables(t, conn, cfg.Schema, "inbox", "idempotency_keys", "txlog_checkpoints")
+	require.Equal(t, migrate.Report{
+		Schema:  cfg.Schema,
+		Current: newer,
+		Latest:  latest,
+		Applied: e.names,
+		Pending: []string{},
+	}, r)
+	requireTables(t, conn, cfg.Schema, e.tables[latest]...)
 }
 
 func TestUpPool(t *testing.T) {
 	t.Parallel()
 	ctx := t.Context()
 	cfg := migrate.Config{Schema: pgtest.NewSchemaName(t)}
+	e := embedded(t)
+	latest := e.latest()
 	pool, err := pgxpool.New(ctx, pgtest.URL())
 	require.NoError(t, err)
 	defer pool.Close()
 
 	require.NoError(t, migrate.UpPool(ctx, pool, cfg))
-	requireTables(t, pgtest.Connect(t), cfg.Schema, "inbox", "idempotency_keys", "txlog_checkpoints")
+	requireVersion(t, pgtest.Connect(t), cfg, e, latest)
 
 	// The connection is not returned to the pool.
 	require.Zero(t, pool.Stat().TotalConns())
@@ -278,8 +296,8 @@ func TestUpPool(t *testing.T) {
 	require.ErrorIs(t, migrate.WithPoolConn(ctx, pool, func(*pgx.Conn) error { return boom }), boom)
 	require.NoError(t, migrate.WithPoolConn(ctx, pool, func(conn *pgx.Conn) error {
 		r, err := migrate.Status(ctx, conn, cfg)
-		if err == nil && r.Current != 3 {
-			err = errors.New("not at version 3")
+		if err == nil && r.Current != latest {
+			err = fmt.Errorf("at version %d, not %d", r.Current, latest)
 		}
 		return err
 	}))
@@ -296,10 +314,11 @@ func TestKeywordSchemaName(t *testing.T) {
 	defer conn.Close(context.Background())
 
 	cfg := migrate.Config{Schema: "order"}
+	e := embedded(t)
 	require.NoError(t, migrate.Up(ctx, conn, cfg))
-	requireTables(t, conn, "order", "inbox", "idempotency_keys", "txlog_checkpoints")
+	requireVersion(t, conn, cfg, e, e.latest())
 	require.NoError(t, migrate.To(ctx, conn, cfg, 0))
-	requireTables(t, conn, "order")
+	requireVersion(t, conn, cfg, e, 0)
 }
 
 func TestConstraints(t *testing.T) {
@@ -368,4 +387,81 @@ func requireTables(t *testing.T, conn *pgx.Conn, schema string, want ...string) 
 	got, err := pgx.CollectRows(rows, pgx.RowTo[string])
 	require.NoError(t, err)
 	require.ElementsMatch(t, want, got, "tables of schema %s", schema)
+}
+
+// requireVersion checks that cfg.Schema is at version v of the migrations e:
+// Status reports the first v migrations applied and the others pending, and
+// the schema holds exactly the tables those v migrations create.
+func requireVersion(t *testing.T, conn *pgx.Conn, cfg migrate.Config, e embeddedMigrations, v int32) {
+	t.Helper()
+	r, err := migrate.Status(t.Context(), conn, cfg)
+	require.NoError(t, err)
+	require.Equal(t, migrate.Report{
+		Schema:  cfg.Schema,
+		Current: v,
+		Latest:  e.latest(),
+		Applied: e.names[:v],
+		Pending: e.names[v:],
+	}, r, "status at version %d", v)
+	requireTables(t, conn, cfg.Schema, e.tables[v]...)
+}
+
+// embeddedMigrations describes the migrations package migrations embeds, as
+// read from its files rather than from package migrate, so that the tests
+// follow a new migration without being edited.
+type embeddedMigrations struct {
+	// names are the file names in the order they apply: names[v-1] is the
+	// migration that brings the schema to version v.
+	names []string
+	// tables[v] is the sorted set of tables, besides the version table, that
+	// the schema holds at version v; tables[0] is empty.
+	tables [][]string
+}
+
+// latest is the version of the last migration.
+func (e embeddedMigrations) latest() int32 { return int32(len(e.names)) }
+
+// migrationSeparator divides a migration's up section from its down section.
+const migrationSeparator = "---- create above / drop below ----"
+
+var (
+	// sqlComment is an SQL line comment, removed before looking for tables.
+	sqlComment = regexp.MustCompile(`--[^\n]*`)
+	// tableDDL is a statement that creates or drops a table of the schema.
+	// Package migrations requires every object to be qualified with
+	// {{.schema}}.
+	tableDDL = regexp.MustCompile(`(?i)\b(CREATE|DROP)\s+(?:UNLOGGED\s+)?TABLE\s+` +
+		`(?:IF\s+(?:NOT\s+)?EXISTS\s+)?\{\{\s*\.schema\s*\}\}\.([a-z_][a-z0-9_$]*)`)
+)
+
+// embedded reads the embedded migrations: their names, checked to be numbered
+// from 001 without gaps, and the tables their up sections create and drop.
+func embedded(t *testing.T) embeddedMigrations {
+	t.Helper()
+	fsys := migrations.FS()
+	names, err := fs.Glob(fsys, "*.sql")
+	require.NoError(t, err)
+	require.NotEmpty(t, names, "no migrations embedded")
+	slices.Sort(names)
+
+	e := embeddedMigrations{names: names, tables: [][]string{{}}}
+	tables := map[string]bool{}
+	for i, name := range names {
+		require.True(t, strings.HasPrefix(name, fmt.Sprintf("%03d_", i+1)),
+			"migration %s should be numbered %03d: migrations are numbered from 001 without gaps", name, i+1)
+		body, err := fs.ReadFile(fsys, name)
+		require.NoError(t, err)
+		up, _, ok := strings.Cut(string(body), migrationSeparator)
+		require.True(t, ok, "migration %s has no %q line", name, migrationSeparator)
+		for _, m := range tableDDL.FindAllStringSubmatch(sqlComment.ReplaceAllString(up, ""), -1) {
+			table := strings.ToLower(m[2])
+			if strings.EqualFold(m[1], "CREATE") {
+				tables[table] = true
+			} else {
+				delete(tables, table)
+			}
+		}
+		e.tables = append(e.tables, slices.Sorted(maps.Keys(tables)))
+	}
+	return e
 }
