@@ -1,0 +1,100 @@
+package outbox_test
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/vextrus/dtx/internal/migrate"
+	"github.com/vextrus/dtx/internal/testkit/pgtest"
+	"github.com/vextrus/dtx/pkg/messaging"
+	"github.com/vextrus/dtx/pkg/messaging/outbox"
+)
+
+func ExampleOutbox_WriteEnvelopes() {
+	ctx := context.Background()
+	pool, schema, cleanup, err := exampleDatabase(ctx)
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	defer cleanup()
+
+	ob, err := outbox.New(outbox.Config{Schema: schema})
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	placed, err := messaging.NewEnvelope("sales.order.placed", "/sales/api", map[string]any{"order_id": "o-42"})
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	placed.PartitionKey = "o-42"
+
+	// The state change and the message commit together, or neither does.
+	err = pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
+		// First: lock the keys the transaction writes, before any write,
+		// so its messages are published in commit order per key.
+		if err := ob.Lock(ctx, tx, "sales.orders", placed.PartitionKey); err != nil {
+			return err
+		}
+		if _, err := tx.Exec(ctx, "INSERT INTO orders (id, status) VALUES ($1, 'placed')", "o-42"); err != nil {
+			return err
+		}
+		return ob.WriteEnvelopes(ctx, tx, "sales.orders", placed)
+	})
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+
+	// What the relay will publish:
+	var topic, key, typ string
+	var payload []byte
+	_ = pool.QueryRow(ctx, "SELECT topic, key, headers->>'ce_type', payload FROM outbox").Scan(&topic, &key, &typ, &payload)
+	fmt.Println(topic, key, typ, string(payload))
+	// Output:
+	// sales.orders o-42 sales.order.placed {"order_id":"o-42"}
+}
+
+// exampleDatabase migrates a fresh schema, with an orders table, in the test
+// database and returns a pool on it and a function that drops it.
+func exampleDatabase(ctx context.Context) (*pgxpool.Pool, string, func(), error) {
+	b := make([]byte, 8)
+	_, _ = rand.Read(b)
+	schema := "example_" + hex.EncodeToString(b)
+	conn, err := pgx.Connect(ctx, pgtest.URL())
+	if err != nil {
+		return nil, "", nil, err
+	}
+	drop := func() {
+		_, _ = conn.Exec(ctx, "DROP SCHEMA IF EXISTS "+pgx.Identifier{schema}.Sanitize()+" CASCADE")
+		_ = conn.Close(ctx)
+	}
+	if err := migrate.Up(ctx, conn, migrate.Config{Schema: schema}); err != nil {
+		drop()
+		return nil, "", nil, err
+	}
+	cfg, err := pgxpool.ParseConfig(pgtest.URL())
+	if err != nil {
+		drop()
+		return nil, "", nil, err
+	}
+	cfg.ConnConfig.RuntimeParams["search_path"] = schema
+	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	if err != nil {
+		drop()
+		return nil, "", nil, err
+	}
+	if _, err := pool.Exec(ctx, "CREATE TABLE orders (id text PRIMARY KEY, status text NOT NULL)"); err != nil {
+		pool.Close()
+		drop()
+		return nil, "", nil, err
+	}
+	return pool, schema, func() { pool.Close(); drop() }, nil
+}
