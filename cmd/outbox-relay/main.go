@@ -1,21 +1,110 @@
 package main
 
-import "github.com/vextrus/dtx/internal/service"
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/vextrus/dtx/internal/relay"
+	"github.com/vextrus/dtx/internal/service"
+)
 
 const summary = `outbox-relay publishes the transactional outbox to Kafka: it tails the outbox log in
 PostgreSQL in commit order, produces each batch with an idempotent producer (acks=all),
 and advances its checkpoint only once the broker acknowledged the batch. Woken by
 LISTEN/NOTIFY with a polling fallback; per-key order; several replicas may run, fenced
-by a lease.
+by a lease: one publishes, the others stand by (and report ready) until it is gone.
+Records the broker refuses for good are moved to outbox_rejected with the reason.`
 
-This build serves its admin endpoints and applies migrations; the relay loop is not
-part of it yet.`
+// settings are the relay's own flags.
+type settings struct {
+	batchSize     int
+	pollInterval  time.Duration
+	leaseDuration time.Duration
+	relayName     string
+}
+
+func (st *settings) flags(s *service.Settings) {
+	fs := s.FlagSet()
+	fs.IntVar(&st.batchSize, "batch-size", relay.DefaultBatchSize,
+		fmt.Sprintf("most outbox rows read and published at once (1..%d)", relay.MaxBatchSize))
+	fs.DurationVar(&st.pollInterval, "poll-interval", relay.DefaultPollInterval,
+		"longest wait for new rows without a notification (10ms..1m)")
+	fs.DurationVar(&st.leaseDuration, "lease-duration", relay.DefaultLeaseDuration,
+		"how long the publishing replica's lease lasts after each renewal; a standby takes over at most this long after it died (1s..5m)")
+	fs.StringVar(&st.relayName, "relay-name", relay.DefaultName,
+		"name of the lease and checkpoint: replicas with the same name take turns publishing the same outbox")
+}
+
+// validate checks each setting alone, with the relay's own rules, so that
+// the error names its flag. Zero is not taken for "the default" here.
+func (st *settings) validate() error {
+	var errs []error
+	for _, c := range []struct {
+		flag, field string
+		zero        string // the error when the value is the zero value
+		cfg         relay.Config
+	}{
+		{"batch-size", "BatchSize", zeroIf(st.batchSize == 0, "must not be 0"), relay.Config{BatchSize: st.batchSize}},
+		{"poll-interval", "PollInterval", zeroIf(st.pollInterval == 0, "must not be 0"), relay.Config{PollInterval: st.pollInterval}},
+		{"lease-duration", "LeaseDuration", zeroIf(st.leaseDuration == 0, "must not be 0"), relay.Config{LeaseDuration: st.leaseDuration}},
+		{"relay-name", "Name", zeroIf(st.relayName == "", "must not be empty"), relay.Config{Name: st.relayName}},
+	} {
+		err := c.cfg.Validate()
+		if c.zero != "" {
+			err = errors.New(c.zero)
+		}
+		if err != nil {
+			msg := strings.TrimPrefix(err.Error(), "relay: "+c.field+": ")
+			errs = append(errs, fmt.Errorf("%s (%s): %s", c.flag, service.EnvName(c.flag), msg))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func zeroIf(isZero bool, msg string) string {
+	if isZero {
+		return msg
+	}
+	return ""
+}
+
+// run is the binary's work loop. The relay gets a Kafka client of its own
+// (env.Kafka serves the readiness check and keeps franz-go's producer
+// defaults; the relay's needs its delivery timeout, no linger and the
+// murmur2 partitioner, see relay.New).
+func (st *settings) run(ctx context.Context, env *service.Env) error {
+	r, err := relay.New(env.Pool, []kgo.Opt{
+		kgo.SeedBrokers(env.Config.KafkaBrokers...),
+		kgo.ClientID("dtx-outbox-relay"),
+	}, relay.Config{
+		Schema:        env.Config.Schema,
+		Name:          st.relayName,
+		Holder:        env.Config.InstanceID,
+		BatchSize:     st.batchSize,
+		PollInterval:  st.pollInterval,
+		LeaseDuration: st.leaseDuration,
+		Logger:        env.Logger,
+		Registerer:    env.Registry,
+	})
+	if err != nil {
+		return err
+	}
+	return r.Run(ctx)
+}
 
 func main() {
+	var st settings
 	service.Main(service.App{
 		Name:             "outbox-relay",
 		Summary:          summary,
 		DefaultAdminAddr: ":8082",
-		RunFunc:          service.Idle("outbox relay loop"),
+		FlagsFunc:        st.flags,
+		ValidateFunc:     st.validate,
+		RunFunc:          st.run,
 	})
 }

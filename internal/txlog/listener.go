@@ -46,7 +46,8 @@ var ErrAlreadyStarted = errors.New("txlog: already started")
 type ListenerConfig struct {
 	// Channel is the notification channel writers notify (with Notify or the
 	// txlog_notify trigger function) when they append to the log. Required;
-	// a plain lower-case identifier of at most 63 bytes.
+	// lower-case letters, digits, '_' and '.' (e.g. "dtx.outbox"), at most 63
+	// bytes.
 	Channel string
 
 	// PollInterval is the longest Subscription.Wait waits when no
@@ -100,7 +101,7 @@ func (c *ListenerConfig) setDefaults() {
 
 func (c *ListenerConfig) validate() error {
 	var errs []error
-	if err := validateIdentifier(c.Channel); err != nil {
+	if err := validateChannel(c.Channel); err != nil {
 		errs = append(errs, fmt.Errorf("txlog: Channel: %w", err))
 	}
 	between := func(field string, d, lo, hi time.Duration) {
@@ -351,7 +352,7 @@ func (s *Subscription) Close() {
 // commits, once per channel however often it was called, and drops it if the
 // transaction rolls back. Called outside a transaction, it notifies at once.
 func Notify(ctx context.Context, q Querier, channel string) error {
-	if err := validateIdentifier(channel); err != nil {
+	if err := validateChannel(channel); err != nil {
 		return fmt.Errorf("txlog: notify: channel: %w", err)
 	}
 	b, err := sqlFiles.ReadFile("sql/notify.sql")

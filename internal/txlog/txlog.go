@@ -86,6 +86,18 @@ var ErrPositionAhead = errors.New("txlog: position is ahead of the database's tr
 // identifier of at most 63 bytes.
 var identifierRE = regexp.MustCompile(`^[a-z_][a-z0-9_]{0,62}$`)
 
+// channelRE is what a notification channel may be: a plain identifier, or a
+// schema-qualified one such as "dtx.outbox" (always quoted when used).
+var channelRE = regexp.MustCompile(`^[a-z_][a-z0-9_.]{0,62}$`)
+
+// validateChannel checks a notification channel name.
+func validateChannel(name string) error {
+	if !channelRE.MatchString(name) {
+		return fmt.Errorf("%q is not a lower-case channel name (^[a-z_][a-z0-9_.]{0,62}$)", name)
+	}
+	return nil
+}
+
 // validateIdentifier accepts names that are plain lower-case identifiers.
 // Only such names are placed into SQL, and always quoted.
 func validateIdentifier(name string) error {

@@ -1,0 +1,106 @@
+// Package relay publishes the transactional outbox to Kafka: the work of the
+// outbox-relay binary. It tails the outbox log (migration 004) in gap-safe
+// commit order with package txlog, produces each batch with franz-go's
+// idempotent producer (acks=all), and moves its checkpoint only once the
+// broker acknowledged the batch.
+//
+// # Guarantees
+//
+//   - No loss (DESIGN.md G2). The checkpoint, in txlog_checkpoints, moves
+//     past a row only after the broker acknowledged its record, or after
+//     the row was moved to outbox_rejected. A crash, a PostgreSQL restart or
+//     a broker outage costs duplicates, never rows: delivery is
+//     at-least-once. Rows of a transaction that commits late are published
+//     once it commits (G5): nothing read by (tx_id, position) is skipped.
+//   - Order per key (G4). Rows are read in (tx_id, position) order and
+//     produced in that order; a record's partition is the murmur2 hash of
+//     its key (franz-go's default partitioner, as dtx's Kafka Pub/Sub and
+//     the Java client use), and the idempotent producer keeps each
+//     partition's records in the order produced, across retries. When a
+//     record fails, the records produced after it to its partition fail as
+//     well, and the relay publishes them again from the first failure on.
+//     Rows without a key go to any partition, with no order.
+//   - One publisher. Replicas with the same Config.Name compete for one
+//     lease (a relay_leases row, timed by the database clock); the holder
+//     publishes, the others stand by and poll the lease every
+//     LeaseDuration/2. The holder renews every LeaseRenewInterval and checks
+//     that it still holds the lease, by a deadline on its own monotonic
+//     clock, before each batch. Each takeover increases the lease's token,
+//     and the checkpoint is saved in a transaction that locks the lease row
+//     and checks holder and token (txlog's SaveCheckpointFenced): a replica
+//     that lost its lease moves nothing.
+//   - Rejected rows do not block. A record the broker refuses for good
+//     (too large for the topic, invalid topic, topic authorization denied,
+//     invalid record, ...) and a row whose headers are not a JSON object of
+//     strings are moved to outbox_rejected with the reason, in the
+//     transaction that moves the checkpoint past them; they are logged and
+//     counted, and the rows after them are published. A rejected row breaks
+//     nothing else: the next rows of its key are still published, in order.
+//     To tell the refused record from the records that shared its
+//     partition, the failed rows of the batch are produced again one at a
+//     time.
+//
+// # Windows of duplicates
+//
+// A replica publishes a batch, then saves its checkpoint. Between the two,
+// or if the save fails, a crash, a lost lease or an error leaves the
+// checkpoint before the batch: the next holder publishes it again. A
+// replica paused (SIGSTOP, a long GC pause, a frozen VM) while its batch is
+// in flight may have that batch produced after it resumes, even after a
+// standby took over and published the same rows: those records are
+// duplicates, and for a moment interleave with the new holder's, but its
+// checkpoint is fenced and it produces no further batch, because it checks
+// the lease first. Consumers dedup by ce_id (dtx's inbox does, G3).
+//
+// # Wake-ups
+//
+// The relay listens on the channel "<schema>.outbox", which the outbox's
+// trigger notifies at each commit, and reads at once when woken. It polls
+// every PollInterval too (every 200ms while rows wait behind an open
+// transaction), so lost notifications cost latency, never rows. A full
+// batch is followed by the next read without waiting.
+//
+// # Retention
+//
+// The relay registers its reader (Config.Name) in txlog_checkpoints at
+// start, and runs a txlog.Pruner that deletes the outbox rows every
+// registered reader has passed, every PruneInterval.
+//
+// # Metrics
+//
+// On Config.Registerer: dtx_relay_published_total,
+// dtx_relay_batch_size (histogram, rows per batch),
+// dtx_relay_errors_total{kind} (read, produce, checkpoint, fenced, lease,
+// listen), dtx_relay_rejected_total, dtx_relay_is_leader (1 while this
+// replica publishes), dtx_relay_commit_to_ack_seconds (histogram: from the
+// row's created_at, by the database clock, to the acknowledgement, by the
+// relay's clock: skew between the hosts shifts it), and a txlog.Collector
+// of the outbox log (dtx_txlog_reader_lag_rows, _lag_seconds,
+// dtx_txlog_oldest_open_tx_seconds).
+//
+// # How it fails
+//
+//   - PostgreSQL down: reads, checkpoints and renewals fail; the relay
+//     logs, backs off (100ms doubling to MaxBackoff, with jitter) and
+//     carries on. If the lease cannot be renewed before it runs out, the
+//     relay stops publishing until it holds the lease again.
+//   - Broker down: records time out after ProduceTimeout; the checkpoint
+//     moves up to the first record not acknowledged, and the relay backs
+//     off and publishes again from there when the broker is back.
+//   - A topic that does not exist (and is not created automatically) is
+//     an outage, not a refusal: its rows, and the rows after them, wait
+//     until it is created. So do other errors that are not the row's fault
+//     (cluster authorization, unsupported versions).
+//   - A checkpoint ahead of the database's transaction ids (a restore from
+//     a logical dump) stops reading with txlog.ErrPositionAhead, logged at
+//     every retry, rather than skip rows; an operator resets the
+//     checkpoint.
+//   - A transaction left open holds back every row committed after it
+//     began (dtx_txlog_oldest_open_tx_seconds shows it).
+//   - Drain: when Run's context is done, the batch in flight is finished
+//     (acknowledgements awaited at most ProduceTimeout), its checkpoint
+//     saved and the lease released, so a standby takes over at once.
+//   - A replica that crashes keeps its lease until it runs out: a standby
+//     takes over at most LeaseDuration later. A replica restarted with the
+//     same Holder waits as any other.
+package relay

@@ -1,0 +1,81 @@
+package relay
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Kinds of dtx_relay_errors_total.
+const (
+	errKindRead       = "read"       // reading the outbox failed
+	errKindProduce    = "produce"    // the broker did not acknowledge a record in time
+	errKindCheckpoint = "checkpoint" // saving the checkpoint failed
+	errKindFenced     = "fenced"     // the checkpoint was refused: the lease was lost
+	errKindLease      = "lease"      // acquiring, renewing or releasing the lease failed
+)
+
+type metrics struct {
+	published    prometheus.Counter
+	batchSize    prometheus.Histogram
+	errors       *prometheus.CounterVec
+	rejected     prometheus.Counter
+	isLeader     prometheus.Gauge
+	commitToAck  prometheus.Histogram
+	collectables []prometheus.Collector
+}
+
+func newMetrics() *metrics {
+	m := &metrics{
+		published: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "dtx_relay_published_total",
+			Help: "Outbox rows the broker acknowledged.",
+		}),
+		batchSize: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "dtx_relay_batch_size",
+			Help:    "Rows per batch read from the outbox and published.",
+			Buckets: []float64{1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000},
+		}),
+		errors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "dtx_relay_errors_total",
+			Help: "Failures of the relay by kind: read, produce, checkpoint, fenced, lease, listen.",
+		}, []string{"kind"}),
+		rejected: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "dtx_relay_rejected_total",
+			Help: "Outbox rows the broker refused for good, moved to outbox_rejected.",
+		}),
+		isLeader: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "dtx_relay_is_leader",
+			Help: "1 while this replica holds the relay lease and publishes, 0 on standby.",
+		}),
+		commitToAck: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "dtx_relay_commit_to_ack_seconds",
+			Help:    "Time from an outbox row's created_at to the broker's acknowledgement of its record.",
+			Buckets: prometheus.ExponentialBuckets(0.001, 2, 16), // 1ms .. ~33s
+		}),
+	}
+	for _, k := range []string{errKindRead, errKindProduce, errKindCheckpoint, errKindFenced, errKindLease} {
+		m.errors.WithLabelValues(k)
+	}
+	m.collectables = []prometheus.Collector{m.published, m.batchSize, m.errors, m.rejected, m.isLeader, m.commitToAck}
+	return m
+}
+
+// register registers every collector on reg, or none: on failure the ones
+// registered already are unregistered again.
+func register(reg prometheus.Registerer, cs ...prometheus.Collector) error {
+	for i, c := range cs {
+		if err := reg.Register(c); err != nil {
+			for _, done := range cs[:i] {
+				reg.Unregister(done)
+			}
+			var are prometheus.AlreadyRegisteredError
+			if errors.As(err, &are) {
+				return fmt.Errorf("relay: Registerer: metrics already registered (one relay per registry): %w", err)
+			}
+			return fmt.Errorf("relay: Registerer: %w", err)
+		}
+	}
+	return nil
+}

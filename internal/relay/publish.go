@@ -1,0 +1,229 @@
+package relay
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/vextrus/dtx/internal/txlog"
+)
+
+// row is one outbox row as the relay reads it.
+type row struct {
+	Topic     string
+	Key       *string
+	Headers   []byte // the jsonb object, as JSON text
+	Payload   []byte
+	CreatedAt time.Time
+}
+
+// rowColumns are the outbox columns the relay reads, in rowDest's order.
+var rowColumns = []string{"topic", "key", "headers", "payload", "created_at"}
+
+func rowDest(r *row) []any {
+	return []any{&r.Topic, &r.Key, &r.Headers, &r.Payload, &r.CreatedAt}
+}
+
+// record builds a row's Kafka record: its topic, key (nil when the row has
+// none), headers sorted by name, and payload as the value. It fails only for
+// headers that are not a JSON object of strings, which can never be
+// published: the row is rejected.
+func record(r *row) (*kgo.Record, error) {
+	rec := &kgo.Record{Topic: r.Topic, Value: r.Payload}
+	if rec.Value == nil {
+		rec.Value = []byte{}
+	}
+	if r.Key != nil {
+		rec.Key = []byte(*r.Key)
+	}
+	var hs map[string]string
+	if err := json.Unmarshal(r.Headers, &hs); err != nil {
+		return nil, fmt.Errorf("headers are not a JSON object of strings: %w", err)
+	}
+	if len(hs) > 0 {
+		rec.Headers = make([]kgo.RecordHeader, 0, len(hs))
+		for k, v := range hs {
+			rec.Headers = append(rec.Headers, kgo.RecordHeader{Key: k, Value: []byte(v)})
+		}
+		slices.SortFunc(rec.Headers, func(a, b kgo.RecordHeader) int { return strings.Compare(a.Key, b.Key) })
+	}
+	return rec, nil
+}
+
+// refusedForGood lists the broker's answers that mean "this record, as it
+// is, will never be accepted": the row is moved to outbox_rejected. Other
+// non-retriable errors (authorization of the cluster, unsupported versions,
+// ...) are the relay's or the cluster's fault, not the row's: they are
+// treated as outages and retried, so that a misconfiguration never rejects
+// the whole outbox.
+var refusedForGood = []*kerr.Error{
+	kerr.MessageTooLarge,
+	kerr.RecordListTooLarge,
+	kerr.InvalidTopicException,
+	kerr.TopicAuthorizationFailed,
+	kerr.InvalidRecord,
+	kerr.InvalidTimestamp,
+	kerr.PolicyViolation,
+	kerr.CorruptMessage,
+}
+
+// isRefusedForGood reports whether err is the broker's final refusal of a
+// record (see refusedForGood), or a row that cannot become a record.
+func isRefusedForGood(err error) bool {
+	if _, ok := errors.AsType[*badRowError](err); ok {
+		return true
+	}
+	ke, ok := errors.AsType[*kerr.Error](err)
+	return ok && slices.Contains(refusedForGood, ke)
+}
+
+// badRowError is a row that cannot become a Kafka record.
+type badRowError struct{ err error }
+
+func (e *badRowError) Error() string { return e.err.Error() }
+func (e *badRowError) Unwrap() error { return e.err }
+
+// rejection is a row the relay sets aside, with why.
+type rejection struct {
+	pos    txlog.Position
+	topic  string
+	reason string
+}
+
+// outcome is what publishing one batch came to: the first done rows were
+// acknowledged or rejected (listed in rejected), in batch order; err is why
+// the row after them was not, nil when done is the whole batch.
+type outcome struct {
+	done     int
+	rejected []rejection
+	err      error
+}
+
+// publish produces the rows of a batch and waits for the broker: all at once
+// first; if records fail and the first failure is a final refusal, the failed
+// rows again one at a time and in order, to tell the refused rows (rejected)
+// from the ones that merely shared a partition, or a record batch, with
+// them. (franz-go fails every record buffered behind a failed batch of a
+// partition, so each partition's accepted records are a prefix of what was
+// produced to it: re-producing the failed ones in order keeps per-key
+// order.) A row that fails with any other error stops the batch there.
+//
+// Once ctx is done, publish waits at most the produce timeout more, and
+// does not sort out refusals.
+func (r *Relay) publish(ctx context.Context, cl *kgo.Client, rows []txlog.Row[row]) outcome {
+	recs := make([]*kgo.Record, len(rows))
+	bad := make([]error, len(rows))
+	for i := range rows {
+		rec, err := record(&rows[i].Value)
+		if err != nil {
+			bad[i] = &badRowError{err: err}
+			continue
+		}
+		recs[i] = rec
+	}
+	errs := r.produce(ctx, cl, rows, recs)
+	for i, err := range bad {
+		if err != nil {
+			errs[i] = err
+		}
+	}
+
+	first := slices.IndexFunc(errs, func(err error) bool { return err != nil })
+	if first < 0 {
+		return outcome{done: len(rows)}
+	}
+	if !isRefusedForGood(errs[first]) || ctx.Err() != nil {
+		return outcome{done: first, err: errs[first]}
+	}
+	var rejected []rejection
+	for i := first; i < len(rows); i++ {
+		err := errs[i]
+		if err == nil {
+			continue
+		}
+		if recs[i] != nil {
+			err = r.produce(ctx, cl, rows[i:i+1], recs[i:i+1])[0]
+		}
+		switch {
+		case err == nil:
+		case isRefusedForGood(err) && ctx.Err() == nil:
+			rejected = append(rejected, rejection{pos: rows[i].Position, topic: rows[i].Value.Topic, reason: err.Error()})
+		default:
+			return outcome{done: i, rejected: rejected, err: err}
+		}
+	}
+	return outcome{done: len(rows), rejected: rejected}
+}
+
+// produce produces recs (nil entries are skipped) and returns each one's
+// error once the broker answered for all. When ctx is done it waits at most
+// the produce timeout more; records still unanswered then count as failed.
+func (r *Relay) produce(ctx context.Context, cl *kgo.Client, rows []txlog.Row[row], recs []*kgo.Record) []error {
+	var (
+		mu       sync.Mutex
+		errs     = make([]error, len(recs))
+		answered = make([]bool, len(recs))
+		pending  = 0
+		done     = make(chan struct{})
+	)
+	for _, rec := range recs {
+		if rec != nil {
+			pending++
+		}
+	}
+	if pending == 0 {
+		return errs
+	}
+	for i, rec := range recs {
+		if rec == nil {
+			continue
+		}
+		created := rows[i].Value.CreatedAt
+		// Not ctx: a record handed to the client is finished (acknowledged,
+		// refused or timed out by RecordDeliveryTimeout) even while the
+		// relay drains.
+		cl.Produce(context.WithoutCancel(ctx), rec, func(_ *kgo.Record, err error) {
+			if err == nil {
+				r.m.published.Inc()
+				r.m.commitToAck.Observe(max(time.Since(created).Seconds(), 0))
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			errs[i], answered[i] = err, true
+			if pending--; pending == 0 {
+				close(done)
+			}
+		})
+	}
+	select {
+	case <-done:
+	case <-ctx.Done():
+		t := time.NewTimer(r.cfg.ProduceTimeout)
+		defer t.Stop()
+		select {
+		case <-done:
+		case <-t.C:
+		}
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	out := slices.Clone(errs)
+	for i, rec := range recs {
+		if rec != nil && !answered[i] {
+			out[i] = errUnanswered
+		}
+	}
+	return out
+}
+
+// errUnanswered marks a record the broker had not answered for when a drain
+// stopped waiting.
+var errUnanswered = errors.New("relay: no answer from the broker before the drain ended")

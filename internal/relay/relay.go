@@ -1,0 +1,268 @@
+package relay
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/vextrus/dtx/internal/txlog"
+)
+
+// outboxLog is the outbox's table name, which names the log in
+// txlog_checkpoints.
+const outboxLog = "outbox"
+
+// saveTimeout bounds saving the checkpoint and releasing the lease once the
+// relay's context is done.
+const saveTimeout = 5 * time.Second
+
+// ErrRunning is returned by Run while an earlier Run of the same Relay is
+// still running.
+var ErrRunning = errors.New("relay: already running")
+
+// Relay publishes the outbox log to Kafka. Create it with New and run it
+// with Run; see the package docs for what it guarantees.
+type Relay struct {
+	pool   *pgxpool.Pool
+	kopts  []kgo.Opt
+	cfg    Config
+	q      queries
+	reader *txlog.Reader[row]
+	pruner *txlog.Pruner
+	m      *metrics
+
+	running atomic.Bool
+}
+
+// New returns a Relay that reads the outbox with connections of pool and
+// produces with a franz-go client of its own, built from kopts (seed
+// brokers, TLS, SASL, client id, ...) when Run starts. The relay adds, before
+// kopts: kgo.ProducerLinger(0) (a batch is sent as soon as it is produced)
+// and kgo.RecordDeliveryTimeout(cfg.ProduceTimeout); and after kopts, so
+// that they cannot be overridden, franz-go's default partitioner
+// (kgo.StickyKeyPartitioner(nil): murmur2 of the key, as dtx's Kafka
+// Pub/Sub and the Java client), acks=all and
+// kgo.AllowIdempotentProduceCancellation. The last lets ProduceTimeout fail
+// records whose request may have been sent (a broker that is down, a
+// connection that broke): without it, franz-go waits for such records for
+// as long as the outage lasts, and the relay could neither back off nor
+// drain within a bound. The cost is the one the relay pays anyway: a record
+// that failed so may still have been written, and is published again
+// (at-least-once; the client bumps its producer epoch first, so no old
+// request lands after the new ones). Do not pass kgo.DisableIdempotentWrite:
+// without idempotence, retries may reorder the records of a key.
+//
+// New checks cfg and fails with an error naming every invalid field, and
+// registers the metrics on cfg.Registerer; it does not touch the database
+// or the broker.
+func New(pool *pgxpool.Pool, kopts []kgo.Opt, cfg Config) (*Relay, error) {
+	if pool == nil {
+		return nil, errors.New("relay: pool is nil")
+	}
+	cfg.setDefaults()
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	q, err := loadQueries(cfg.Schema)
+	if err != nil {
+		return nil, err
+	}
+	reader, err := txlog.NewReader(txlog.Config{
+		Schema: cfg.Schema, Log: outboxLog, Reader: cfg.Name, Columns: rowColumns, BatchSize: cfg.BatchSize,
+	}, rowDest)
+	if err != nil {
+		return nil, fmt.Errorf("relay: %w", err)
+	}
+	pruner, err := txlog.NewPruner(pool, txlog.PrunerConfig{
+		Schema: cfg.Schema, Log: outboxLog, Interval: cfg.PruneInterval, Logger: cfg.Logger,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("relay: %w", err)
+	}
+	m := newMetrics()
+	if cfg.Registerer != nil {
+		collector, err := txlog.NewCollector(pool, txlog.MetricsConfig{
+			Logs:   []txlog.MetricsLog{{Schema: cfg.Schema, Log: outboxLog, TimeColumn: "created_at"}},
+			Logger: cfg.Logger,
+		})
+		if err != nil {
+			return nil, fmt.Errorf("relay: %w", err)
+		}
+		if err := register(cfg.Registerer, append(m.collectables, collector)...); err != nil {
+			return nil, err
+		}
+	}
+	opts := make([]kgo.Opt, 0, len(kopts)+5)
+	opts = append(opts, kgo.ProducerLinger(0), kgo.RecordDeliveryTimeout(cfg.ProduceTimeout))
+	opts = append(opts, kopts...)
+	opts = append(opts, kgo.RecordPartitioner(kgo.StickyKeyPartitioner(nil)), kgo.RequiredAcks(kgo.AllISRAcks()),
+		kgo.AllowIdempotentProduceCancellation())
+	return &Relay{pool: pool, kopts: opts, cfg: cfg, q: q, reader: reader, pruner: pruner, m: m}, nil
+}
+
+// Run publishes until ctx is done, then drains: it finishes the batch in
+// flight (waiting for the broker's acknowledgements at most
+// Config.ProduceTimeout), saves the checkpoint, releases the lease so that
+// a standby takes over at once, and returns nil. Failures of PostgreSQL or
+// of the broker never end Run: it logs, backs off and carries on. It
+// returns an error only when the Kafka client cannot be created from the
+// options given to New, or with ErrRunning when another Run of r is still
+// running.
+func (r *Relay) Run(ctx context.Context) error {
+	if !r.running.CompareAndSwap(false, true) {
+		return ErrRunning
+	}
+	defer r.running.Store(false)
+
+	cl, err := kgo.NewClient(r.kopts...)
+	if err != nil {
+		return fmt.Errorf("relay: kafka client: %w", err)
+	}
+	defer cl.Close()
+
+	l := newLease(r.pool, r.q, r.cfg, r.m)
+	listener, err := txlog.NewListener(r.pool, txlog.ListenerConfig{
+		Channel:           r.cfg.Schema + ".outbox", // migration 004's trigger
+		PollInterval:      r.cfg.PollInterval,
+		MaxReconnectDelay: r.cfg.MaxBackoff,
+		Logger:            r.cfg.Logger,
+	})
+	if err != nil {
+		return fmt.Errorf("relay: %w", err)
+	}
+	w := listener.Subscribe()
+	defer w.Close()
+	// The lease outlives ctx: it must stay renewed while the last batch
+	// drains, and is released after it.
+	leaseCtx, stopLease := context.WithCancel(context.WithoutCancel(ctx))
+	var wg sync.WaitGroup
+	wg.Go(func() { l.run(leaseCtx) })
+	wg.Go(func() { _ = listener.Run(ctx) }) // Returns when ctx ends; failures are logged and retried.
+	wg.Go(func() { _ = r.pruner.Run(ctx) }) // Returns only nil; failures are logged.
+
+	r.loop(ctx, cl, l, w)
+
+	stopLease()
+	wg.Wait()
+	releaseCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), saveTimeout)
+	defer cancel()
+	l.release(releaseCtx)
+	return nil
+}
+
+// loop is the relay's work: while holding the lease, read a batch, publish
+// it, save the checkpoint; wait for rows when caught up.
+func (r *Relay) loop(ctx context.Context, cl *kgo.Client, l *lease, w *txlog.Subscription) {
+	var (
+		token      int64 // the lease token the checkpoint below was loaded under
+		after      txlog.Position
+		registered bool
+		backoff    = minBackoff
+	)
+	fail := func(kind, msg string, err error) {
+		r.m.errors.WithLabelValues(kind).Inc()
+		r.cfg.Logger.Warn("relay: "+msg, "retry_in", backoff.String(), "err", err)
+		sleep(ctx, jitter(backoff))
+		backoff = min(backoff*2, r.cfg.MaxBackoff)
+	}
+	for ctx.Err() == nil {
+		// Checked before every batch: a replica that lost its lease, or was
+		// paused past it, publishes nothing more.
+		tok, ok := l.current()
+		if !ok {
+			l.wait(ctx, min(r.cfg.LeaseDuration/2, time.Second))
+			continue
+		}
+		if !registered {
+			// Retention keeps what this reader has not read from now on.
+			if _, err := r.reader.Register(ctx, r.pool); err != nil {
+				fail(errKindRead, "registering the reader failed", err)
+				continue
+			}
+			registered = true
+		}
+		if tok != token {
+			// A new term: another replica may have moved the checkpoint.
+			p, err := r.reader.LoadCheckpoint(ctx, r.pool)
+			if err != nil {
+				fail(errKindRead, "loading the checkpoint failed", err)
+				continue
+			}
+			token, after = tok, p
+			r.cfg.Logger.Info("relay: resuming from the checkpoint", "lease", r.cfg.Name, "token", tok, "checkpoint", p.String())
+		}
+
+		b, err := r.reader.ReadBatch(ctx, r.pool, after)
+		if err != nil {
+			if ctx.Err() == nil {
+				fail(errKindRead, "reading the outbox failed", err)
+			}
+			continue
+		}
+		if len(b.Rows) > 0 {
+			r.m.batchSize.Observe(float64(len(b.Rows)))
+			out := r.publish(ctx, cl, b.Rows)
+			if out.done > 0 {
+				end := b.Rows[out.done-1].Position
+				if err := r.save(ctx, l, tok, end, out.rejected); err != nil {
+					if errors.Is(err, errLeaseLost) {
+						r.m.errors.WithLabelValues(errKindFenced).Inc()
+						r.cfg.Logger.Warn("relay: the lease was taken over; the checkpoint stays where the new holder finds it", "err", err)
+						l.lose(tok, "the checkpoint was fenced")
+						token = 0
+						continue
+					}
+					fail(errKindCheckpoint, "saving the checkpoint failed; the batch will be published again", err)
+					continue
+				}
+				after = end
+				for _, rej := range out.rejected {
+					r.m.rejected.Inc()
+					r.cfg.Logger.Error("relay: the broker refused a row for good; moved it to outbox_rejected",
+						"position", rej.pos.String(), "topic", rej.topic, "reason", rej.reason)
+				}
+			}
+			if out.err != nil {
+				if ctx.Err() == nil {
+					fail(errKindProduce, fmt.Sprintf("publishing failed at row %s; retrying from there", b.Rows[out.done].Position), out.err)
+				} else {
+					r.m.errors.WithLabelValues(errKindProduce).Inc()
+				}
+				continue
+			}
+			backoff = minBackoff
+			if b.Full {
+				continue
+			}
+		}
+		backoff = minBackoff
+		_, _ = w.Wait(ctx, b.HorizonBlocked) // An error is ctx's: the loop ends.
+	}
+}
+
+// save moves the rejected rows to outbox_rejected and the checkpoint to end
+// in one transaction, fenced by the lease token: nothing is saved unless
+// this replica still holds the lease with token.
+func (r *Relay) save(ctx context.Context, l *lease, token int64, end txlog.Position, rejected []rejection) error {
+	// The batch's records are published: save even while draining.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), saveTimeout)
+	defer cancel()
+	return pgx.BeginFunc(ctx, r.pool, func(tx pgx.Tx) error {
+		if _, err := r.reader.SaveCheckpointFenced(ctx, tx, end, l.fence(token)); err != nil {
+			return err
+		}
+		for _, rej := range rejected {
+			if _, err := tx.Exec(ctx, r.q.reject, rej.pos.TxID, rej.pos.Pos, rej.reason, r.cfg.Holder); err != nil {
+				return fmt.Errorf("relay: move row %s to outbox_rejected: %w", rej.pos, err)
+			}
+		}
+		return nil
+	})
+}
