@@ -36,6 +36,7 @@ down: ## stop what `make deps` started, and nothing else
 build: ## build every binary into bin/
 	@mkdir -p $(BIN)
 	$(GO) build -o $(BIN)/ $(addprefix ./cmd/,$(BINARIES))
+	$(GO) build -o $(BIN)/example-outbox ./examples/outbox
 
 .PHONY: test
 test: deps ## run unit and integration tests (-race) against real PostgreSQL and Kafka
