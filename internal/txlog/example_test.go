@@ -2,15 +2,12 @@ package txlog_test
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"fmt"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
-	"github.com/vextrus/dtx/internal/migrate"
 	"github.com/vextrus/dtx/internal/testkit/pgtest"
 	"github.com/vextrus/dtx/internal/txlog"
 )
@@ -108,46 +105,13 @@ func Example() {
 	// checkpoint moved: true
 }
 
-// exampleDatabase migrates a fresh schema, with a log table named messages,
-// in the test database and returns a pool on it and a function that drops it.
+// exampleDatabase migrates a fresh schema with the example's tables.
 func exampleDatabase(ctx context.Context) (*pgxpool.Pool, string, func(), error) {
-	b := make([]byte, 8)
-	_, _ = rand.Read(b)
-	schema := "example_" + hex.EncodeToString(b)
-	conn, err := pgx.Connect(ctx, pgtest.URL())
-	if err != nil {
-		return nil, "", nil, err
-	}
-	drop := func() {
-		_, _ = conn.Exec(context.Background(), "DROP SCHEMA IF EXISTS "+pgx.Identifier{schema}.Sanitize()+" CASCADE")
-		_ = conn.Close(context.Background())
-	}
-	if err := migrate.Up(ctx, conn, migrate.Config{Schema: schema}); err != nil {
-		drop()
-		return nil, "", nil, err
-	}
-	cfg, err := pgxpool.ParseConfig(pgtest.URL())
-	if err != nil {
-		drop()
-		return nil, "", nil, err
-	}
-	cfg.ConnConfig.RuntimeParams["search_path"] = schema
-	pool, err := pgxpool.NewWithConfig(ctx, cfg)
-	if err != nil {
-		drop()
-		return nil, "", nil, err
-	}
-	cleanup := func() { pool.Close(); drop() }
-	_, err = pool.Exec(ctx, `CREATE TABLE messages (
+	return pgtest.ExampleSchema(ctx, `CREATE TABLE messages (
 		tx_id      xid8        NOT NULL DEFAULT pg_current_xact_id(),
 		position   bigint      GENERATED ALWAYS AS IDENTITY,
 		topic      text        NOT NULL,
 		payload    jsonb       NOT NULL,
 		created_at timestamptz NOT NULL DEFAULT now(),
 		PRIMARY KEY (tx_id, position))`)
-	if err != nil {
-		cleanup()
-		return nil, "", nil, err
-	}
-	return pool, schema, cleanup, nil
 }

@@ -183,3 +183,43 @@ func randomHex(n int) string {
 	_, _ = rand.Read(b)
 	return hex.EncodeToString(b)
 }
+
+// ExampleSchema is NewSchema for runnable examples, which have no testing.TB:
+// it migrates a fresh schema ("example_" and 16 random hex digits), runs
+// setupSQL in it (e.g. the example's own tables; may be empty) and returns a
+// pool whose search_path is that schema, the schema's name and a cleanup that
+// closes the pool and drops the schema.
+func ExampleSchema(ctx context.Context, setupSQL string) (*pgxpool.Pool, string, func(), error) {
+	schema := "example_" + randomHex(8)
+	conn, err := connect(URL())
+	if err != nil {
+		return nil, "", nil, err
+	}
+	drop := func() {
+		_, _ = conn.Exec(ctx, "DROP SCHEMA IF EXISTS "+pgx.Identifier{schema}.Sanitize()+" CASCADE")
+		_ = conn.Close(ctx)
+	}
+	if err := migrate.Up(ctx, conn, migrate.Config{Schema: schema}); err != nil {
+		drop()
+		return nil, "", nil, err
+	}
+	cfg, err := pgxpool.ParseConfig(URL())
+	if err != nil {
+		drop()
+		return nil, "", nil, err
+	}
+	cfg.ConnConfig.RuntimeParams["search_path"] = schema
+	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	if err != nil {
+		drop()
+		return nil, "", nil, err
+	}
+	cleanup := func() { pool.Close(); drop() }
+	if setupSQL != "" {
+		if _, err := pool.Exec(ctx, setupSQL); err != nil {
+			cleanup()
+			return nil, "", nil, err
+		}
+	}
+	return pool, schema, cleanup, nil
+}

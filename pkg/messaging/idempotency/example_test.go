@@ -2,17 +2,13 @@ package idempotency_test
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"strings"
 
-	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
-	"github.com/vextrus/dtx/internal/migrate"
 	"github.com/vextrus/dtx/internal/testkit/pgtest"
 	"github.com/vextrus/dtx/pkg/messaging/idempotency"
 )
@@ -65,39 +61,7 @@ func Example() {
 	// 201 {"id":1} replayed: true
 }
 
-// exampleDatabase migrates a fresh schema, with an orders table, in the test
-// database and returns a pool on it and a function that drops it.
+// exampleDatabase migrates a fresh schema with the example's tables.
 func exampleDatabase(ctx context.Context) (*pgxpool.Pool, string, func(), error) {
-	b := make([]byte, 8)
-	_, _ = rand.Read(b)
-	schema := "example_" + hex.EncodeToString(b)
-	conn, err := pgx.Connect(ctx, pgtest.URL())
-	if err != nil {
-		return nil, "", nil, err
-	}
-	drop := func() {
-		_, _ = conn.Exec(ctx, "DROP SCHEMA IF EXISTS "+pgx.Identifier{schema}.Sanitize()+" CASCADE")
-		_ = conn.Close(ctx)
-	}
-	if err := migrate.Up(ctx, conn, migrate.Config{Schema: schema}); err != nil {
-		drop()
-		return nil, "", nil, err
-	}
-	cfg, err := pgxpool.ParseConfig(pgtest.URL())
-	if err != nil {
-		drop()
-		return nil, "", nil, err
-	}
-	cfg.ConnConfig.RuntimeParams["search_path"] = schema
-	pool, err := pgxpool.NewWithConfig(ctx, cfg)
-	if err != nil {
-		drop()
-		return nil, "", nil, err
-	}
-	cleanup := func() { pool.Close(); drop() }
-	if _, err := pool.Exec(ctx, "CREATE TABLE orders (id bigserial PRIMARY KEY)"); err != nil {
-		cleanup()
-		return nil, "", nil, err
-	}
-	return pool, schema, cleanup, nil
+	return pgtest.ExampleSchema(ctx, "CREATE TABLE orders (id bigserial PRIMARY KEY)")
 }

@@ -2,15 +2,12 @@ package inbox_test
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"fmt"
 
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
-	"github.com/vextrus/dtx/internal/migrate"
 	"github.com/vextrus/dtx/internal/testkit/pgtest"
 	"github.com/vextrus/dtx/pkg/messaging/inbox"
 )
@@ -52,39 +49,7 @@ func ExampleInbox_Handler() {
 	// invoices: 1
 }
 
-// exampleDatabase migrates a fresh schema, with an invoices table, in the
-// test database and returns a pool on it and a function that drops it.
+// exampleDatabase migrates a fresh schema with the example's tables.
 func exampleDatabase(ctx context.Context) (*pgxpool.Pool, string, func(), error) {
-	b := make([]byte, 8)
-	_, _ = rand.Read(b)
-	schema := "example_" + hex.EncodeToString(b)
-	conn, err := pgx.Connect(ctx, pgtest.URL())
-	if err != nil {
-		return nil, "", nil, err
-	}
-	drop := func() {
-		_, _ = conn.Exec(ctx, "DROP SCHEMA IF EXISTS "+pgx.Identifier{schema}.Sanitize()+" CASCADE")
-		_ = conn.Close(ctx)
-	}
-	if err := migrate.Up(ctx, conn, migrate.Config{Schema: schema}); err != nil {
-		drop()
-		return nil, "", nil, err
-	}
-	cfg, err := pgxpool.ParseConfig(pgtest.URL())
-	if err != nil {
-		drop()
-		return nil, "", nil, err
-	}
-	cfg.ConnConfig.RuntimeParams["search_path"] = schema
-	pool, err := pgxpool.NewWithConfig(ctx, cfg)
-	if err != nil {
-		drop()
-		return nil, "", nil, err
-	}
-	cleanup := func() { pool.Close(); drop() }
-	if _, err := pool.Exec(ctx, "CREATE TABLE invoices (order_id text PRIMARY KEY)"); err != nil {
-		cleanup()
-		return nil, "", nil, err
-	}
-	return pool, schema, cleanup, nil
+	return pgtest.ExampleSchema(ctx, "CREATE TABLE invoices (order_id text PRIMARY KEY)")
 }

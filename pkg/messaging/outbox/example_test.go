@@ -2,14 +2,11 @@ package outbox_test
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"fmt"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
-	"github.com/vextrus/dtx/internal/migrate"
 	"github.com/vextrus/dtx/internal/testkit/pgtest"
 	"github.com/vextrus/dtx/pkg/messaging"
 	"github.com/vextrus/dtx/pkg/messaging/outbox"
@@ -62,39 +59,7 @@ func ExampleOutbox_WriteEnvelopes() {
 	// sales.orders o-42 sales.order.placed {"order_id":"o-42"}
 }
 
-// exampleDatabase migrates a fresh schema, with an orders table, in the test
-// database and returns a pool on it and a function that drops it.
+// exampleDatabase migrates a fresh schema with the example's tables.
 func exampleDatabase(ctx context.Context) (*pgxpool.Pool, string, func(), error) {
-	b := make([]byte, 8)
-	_, _ = rand.Read(b)
-	schema := "example_" + hex.EncodeToString(b)
-	conn, err := pgx.Connect(ctx, pgtest.URL())
-	if err != nil {
-		return nil, "", nil, err
-	}
-	drop := func() {
-		_, _ = conn.Exec(ctx, "DROP SCHEMA IF EXISTS "+pgx.Identifier{schema}.Sanitize()+" CASCADE")
-		_ = conn.Close(ctx)
-	}
-	if err := migrate.Up(ctx, conn, migrate.Config{Schema: schema}); err != nil {
-		drop()
-		return nil, "", nil, err
-	}
-	cfg, err := pgxpool.ParseConfig(pgtest.URL())
-	if err != nil {
-		drop()
-		return nil, "", nil, err
-	}
-	cfg.ConnConfig.RuntimeParams["search_path"] = schema
-	pool, err := pgxpool.NewWithConfig(ctx, cfg)
-	if err != nil {
-		drop()
-		return nil, "", nil, err
-	}
-	if _, err := pool.Exec(ctx, "CREATE TABLE orders (id text PRIMARY KEY, status text NOT NULL)"); err != nil {
-		pool.Close()
-		drop()
-		return nil, "", nil, err
-	}
-	return pool, schema, func() { pool.Close(); drop() }, nil
+	return pgtest.ExampleSchema(ctx, "CREATE TABLE orders (id text PRIMARY KEY, status text NOT NULL)")
 }
