@@ -1,0 +1,26 @@
+// Package fault holds fault tests of dtx's binaries: they start the real
+// outbox-relay against real PostgreSQL and real Apache Kafka, inject faults
+// (kill -9 mid-batch, a late-committing transaction, a leader paused past
+// its lease, a broker outage, a PostgreSQL restart, a record the broker
+// refuses) while a writer commits small transactions, some rolled back, and
+// then check the contract of DESIGN.md G2, G4 and G5 with one verifier.
+//
+// # What the verifier guarantees
+//
+// It reads the test's topic from the beginning until every committed row has
+// been seen or a deadline passes, and reports: rows committed but not on
+// Kafka (loss), records of rows never committed (phantoms: rolled back, or
+// refused by the broker), keys whose first occurrences are not in commit
+// order, and the number of duplicates. Which rows committed is recorded in a
+// ledger table written in the same transaction as the outbox rows, so a
+// commit whose outcome the writer never learned (PostgreSQL stopped during
+// COMMIT) is judged by what the database holds, not by a guess.
+//
+// # How it fails
+//
+// Each test fails with the verifier's report (missing, phantom and
+// out-of-order ids) and the relays' logs. Tests that stop a broker or
+// PostgreSQL use private ones (kafkatest.StartBroker, pgtest.NewCluster) and
+// skip when those cannot run, except with CI=true, where they fail. The
+// shared services are never stopped.
+package fault
