@@ -6,6 +6,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"os"
@@ -172,6 +173,19 @@ func (p *relayProc) kill9(t *testing.T) {
 	t.Helper()
 	require.NoError(t, p.cmd.Process.Kill())
 	<-p.done
+}
+
+// state returns the process state letter of /proc/<pid>/stat: "T" while
+// stopped by SIGSTOP, "S" or "R" while running.
+func (p *relayProc) state(t *testing.T) string {
+	t.Helper()
+	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", p.cmd.Process.Pid))
+	require.NoError(t, err)
+	// pid (comm) state ...: comm may hold spaces, so split after its ')'.
+	rest := stat[bytes.LastIndexByte(stat, ')')+1:]
+	fields := strings.Fields(string(rest))
+	require.NotEmpty(t, fields)
+	return fields[0]
 }
 
 func (p *relayProc) signal(t *testing.T, sig syscall.Signal) {
