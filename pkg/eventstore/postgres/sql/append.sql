@@ -1,0 +1,42 @@
+-- append: inserts the events of one append if the stream is at the expected
+-- version, in one statement. Runs after the stream's lock is held (taken as
+-- the transaction's first statement), so at READ COMMITTED its snapshot sees
+-- every earlier append of the stream.
+-- $1 stream_id, $2 stream_type, $3 expected version (-1 any, -2 the stream
+-- exists, >= 0 exactly that version), then one array element per event:
+-- $4 event ids, $5 types, $6 schema versions, $7 data, $8 metadata.
+--
+-- Returns the version found, whether the stream type and the version
+-- matched, and of the rows inserted (none unless both matched) the count,
+-- the transaction id, the last position and the recording time.
+WITH last AS MATERIALIZED (
+    SELECT e.version, e.stream_type
+    FROM {{.schema}}.events AS e
+    WHERE e.stream_id = $1::text
+    ORDER BY e.version DESC
+    LIMIT 1
+), cur AS MATERIALIZED (
+    SELECT coalesce((SELECT version FROM last), 0) AS version,
+           coalesce((SELECT stream_type FROM last) = $2::text, true) AS type_ok
+), ok AS MATERIALIZED (
+    SELECT cur.version, cur.type_ok,
+           CASE WHEN $3::bigint = -1 THEN true
+                WHEN $3::bigint = -2 THEN cur.version > 0
+                ELSE cur.version = $3::bigint
+           END AS version_ok
+    FROM cur
+), ins AS (
+    INSERT INTO {{.schema}}.events (stream_id, stream_type, version, event_id, type, schema_version, data, metadata)
+    SELECT $1::text, $2::text, ok.version + r.n, r.id, r.type, r.schema_version, r.data, r.metadata
+    FROM ok, unnest($4::text[], $5::text[], $6::integer[], $7::jsonb[], $8::jsonb[])
+        WITH ORDINALITY AS r(id, type, schema_version, data, metadata, n)
+    WHERE ok.type_ok AND ok.version_ok
+    ORDER BY r.n
+    RETURNING tx_id, position, recorded_at
+)
+SELECT ok.version, ok.type_ok, ok.version_ok,
+       (SELECT count(*) FROM ins),
+       coalesce((SELECT tx_id FROM ins LIMIT 1), '0'::xid8),
+       coalesce((SELECT max(position) FROM ins), 0),
+       (SELECT min(recorded_at) FROM ins)
+FROM ok
