@@ -3,9 +3,8 @@ package relay
 import (
 	"embed"
 	"fmt"
-	"strings"
 
-	"github.com/jackc/pgx/v5"
+	"github.com/vextrus/dtx/internal/sqlfile"
 )
 
 //go:embed sql/*.sql
@@ -17,23 +16,16 @@ type queries struct {
 }
 
 func loadQueries(schema string) (queries, error) {
-	var q queries
-	r := strings.NewReplacer("{{.schema}}", pgx.Identifier{schema}.Sanitize())
-	for _, f := range []struct {
-		name string
-		dst  *string
-	}{
-		{"lease_acquire.sql", &q.acquire},
-		{"lease_renew.sql", &q.renew},
-		{"lease_release.sql", &q.release},
-		{"lease_fence.sql", &q.fence},
-		{"reject.sql", &q.reject},
-	} {
-		b, err := sqlFiles.ReadFile("sql/" + f.name)
-		if err != nil {
-			return q, fmt.Errorf("relay: embedded query %s: %w", f.name, err)
-		}
-		*f.dst = r.Replace(string(b))
+	l := sqlfile.NewLoader(sqlFiles, "sql", schema)
+	q := queries{
+		acquire: l.Load("lease_acquire.sql"),
+		renew:   l.Load("lease_renew.sql"),
+		release: l.Load("lease_release.sql"),
+		fence:   l.Load("lease_fence.sql"),
+		reject:  l.Load("reject.sql"),
+	}
+	if err := l.Err(); err != nil {
+		return queries{}, fmt.Errorf("relay: %w", err)
 	}
 	return q, nil
 }

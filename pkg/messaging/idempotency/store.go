@@ -6,13 +6,13 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/vextrus/dtx/internal/migrate"
+	"github.com/vextrus/dtx/internal/sqlfile"
 	"github.com/vextrus/dtx/internal/sweep"
 )
 
@@ -134,27 +134,21 @@ type queries struct {
 	claim, lookup, takeover, lock, complete, release, sweep string
 }
 
-// loadQueries reads the embedded queries and puts the quoted schema name,
-// already checked by migrate.ValidateSchemaName, in place of {{.schema}}.
+// loadQueries reads the embedded queries for schema, already checked by
+// migrate.ValidateSchemaName.
 func loadQueries(schema string) (queries, error) {
-	quoted := pgx.Identifier{schema}.Sanitize()
-	var errs []error
-	load := func(name string) string {
-		b, err := sqlFiles.ReadFile("sql/" + name + ".sql")
-		errs = append(errs, err)
-		return strings.ReplaceAll(string(b), "{{.schema}}", quoted)
-	}
+	l := sqlfile.NewLoader(sqlFiles, "sql", schema)
 	q := queries{
-		claim:    load("claim"),
-		lookup:   load("lookup"),
-		takeover: load("takeover"),
-		lock:     load("lock"),
-		complete: load("complete"),
-		release:  load("release"),
-		sweep:    load("sweep"),
+		claim:    l.Load("claim.sql"),
+		lookup:   l.Load("lookup.sql"),
+		takeover: l.Load("takeover.sql"),
+		lock:     l.Load("lock.sql"),
+		complete: l.Load("complete.sql"),
+		release:  l.Load("release.sql"),
+		sweep:    l.Load("sweep.sql"),
 	}
-	if err := errors.Join(errs...); err != nil {
-		return queries{}, fmt.Errorf("idempotency: embedded queries: %w", err)
+	if err := l.Err(); err != nil {
+		return queries{}, fmt.Errorf("idempotency: %w", err)
 	}
 	return q, nil
 }

@@ -15,6 +15,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/vextrus/dtx/internal/migrate"
+	"github.com/vextrus/dtx/internal/sqlfile"
 	"github.com/vextrus/dtx/internal/sweep"
 )
 
@@ -155,19 +156,13 @@ type queries struct {
 	sweep  string
 }
 
-// loadQueries reads the embedded queries and puts the quoted schema name,
-// already checked by migrate.ValidateSchemaName, in place of {{.schema}}.
+// loadQueries reads the embedded queries for schema, already checked by
+// migrate.ValidateSchemaName.
 func loadQueries(schema string) (queries, error) {
-	quoted := pgx.Identifier{schema}.Sanitize()
-	var errs []error
-	load := func(name string) string {
-		b, err := sqlFiles.ReadFile("sql/" + name)
-		errs = append(errs, err)
-		return strings.ReplaceAll(string(b), "{{.schema}}", quoted)
-	}
-	q := queries{record: load("record.sql"), sweep: load("sweep.sql")}
-	if err := errors.Join(errs...); err != nil {
-		return queries{}, fmt.Errorf("inbox: embedded queries: %w", err)
+	l := sqlfile.NewLoader(sqlFiles, "sql", schema)
+	q := queries{record: l.Load("record.sql"), sweep: l.Load("sweep.sql")}
+	if err := l.Err(); err != nil {
+		return queries{}, fmt.Errorf("inbox: %w", err)
 	}
 	return q, nil
 }

@@ -8,7 +8,6 @@ import (
 	"log/slog"
 	"slices"
 	"strconv"
-	"strings"
 
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/jackc/pgx/v5"
@@ -16,6 +15,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/vextrus/dtx/internal/migrate"
+	"github.com/vextrus/dtx/internal/sqlfile"
 	"github.com/vextrus/dtx/pkg/messaging"
 	"github.com/vextrus/dtx/pkg/messaging/middleware"
 )
@@ -132,19 +132,13 @@ type queries struct {
 	lock, insert, verify string
 }
 
-// loadQueries reads the embedded queries and puts the quoted schema name,
-// already checked by migrate.ValidateSchemaName, in place of {{.schema}}.
+// loadQueries reads the embedded queries for schema, already checked by
+// migrate.ValidateSchemaName.
 func loadQueries(schema string) (queries, error) {
-	quoted := pgx.Identifier{schema}.Sanitize()
-	var errs []error
-	load := func(name string) string {
-		b, err := sqlFiles.ReadFile("sql/" + name)
-		errs = append(errs, err)
-		return strings.ReplaceAll(string(b), "{{.schema}}", quoted)
-	}
-	q := queries{lock: load("lock.sql"), insert: load("insert.sql"), verify: load("verify.sql")}
-	if err := errors.Join(errs...); err != nil {
-		return queries{}, fmt.Errorf("outbox: embedded queries: %w", err)
+	l := sqlfile.NewLoader(sqlFiles, "sql", schema)
+	q := queries{lock: l.Load("lock.sql"), insert: l.Load("insert.sql"), verify: l.Load("verify.sql")}
+	if err := l.Err(); err != nil {
+		return queries{}, fmt.Errorf("outbox: %w", err)
 	}
 	return q, nil
 }
