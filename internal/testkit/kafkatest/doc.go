@@ -17,6 +17,11 @@
 //     closed at cleanup; closing stops all of its goroutines.
 //   - Nothing is shared between tests through package state, so tests may run
 //     in parallel.
+//   - StartBroker runs a private Apache Kafka broker (KRaft, single node, free
+//     ports) from the jars `make deps` cached in .dev/kafka/libs (or
+//     DTX_KAFKA_LIBS), for fault tests that stop and restart the broker
+//     without disturbing the shared one. Without the jars or Java it skips
+//     the test, except under CI=true, where it fails it.
 //
 // # How it fails
 //
