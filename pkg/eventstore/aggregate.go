@@ -22,6 +22,114 @@ type Aggregate[S any] struct {
 	// has accepted before: a failure makes the aggregate unloadable.
 	// Required.
 	ApplyFunc func(state S, ev RecordedEvent) (S, error)
+
+	// Snapshot, when set, turns snapshots on for a Store that is also a
+	// SnapshotStore: Load starts from the latest snapshot of the state's
+	// SnapshotType and SnapshotSchemaVersion and applies only the events
+	// after it, and Update saves a snapshot after its append when the
+	// policy says so. Defaults to nil: no snapshots, every Load replays
+	// the whole stream.
+	Snapshot SnapshotPolicy
+	// SnapshotCodec encodes the state into a snapshot and back. Defaults
+	// to JSONCodec[S].
+	SnapshotCodec Codec[S]
+	// SnapshotType names the state's type in snapshots. Defaults to
+	// StreamType.
+	SnapshotType string
+	// SnapshotSchemaVersion is the version of the state's shape. Bump it
+	// when S changes so that its older snapshots no longer decode right:
+	// they are then ignored and the state is rebuilt from the events.
+	// Defaults to 1; must not be negative.
+	SnapshotSchemaVersion int
+	// SnapshotErrorFunc is told of a snapshot that could not be decoded
+	// (Load replayed the stream instead) or taken (Update succeeded
+	// without it). Defaults to nil: such errors are dropped, since they
+	// cost only speed.
+	SnapshotErrorFunc func(ctx context.Context, streamID string, err error)
+}
+
+// snapshotType returns the snapshot type and schema version of the state,
+// or an error naming the field that cannot be used.
+func (a Aggregate[S]) snapshotType() (string, int, error) {
+	typ := a.SnapshotType
+	if typ == "" {
+		typ = a.StreamType
+	}
+	if typ == "" {
+		return "", 0, errors.New("eventstore: Aggregate.SnapshotType and StreamType are empty")
+	}
+	if a.SnapshotSchemaVersion < 0 {
+		return "", 0, fmt.Errorf("eventstore: Aggregate.SnapshotSchemaVersion: negative (%d)", a.SnapshotSchemaVersion)
+	}
+	return typ, max(a.SnapshotSchemaVersion, 1), nil
+}
+
+func (a Aggregate[S]) codec() Codec[S] {
+	if a.SnapshotCodec != nil {
+		return a.SnapshotCodec
+	}
+	return JSONCodec[S]{}
+}
+
+func (a Aggregate[S]) snapshotError(ctx context.Context, streamID string, err error) {
+	if a.SnapshotErrorFunc != nil {
+		a.SnapshotErrorFunc(ctx, streamID, err)
+	}
+}
+
+// start returns the state Load begins from: the latest usable snapshot, or
+// the initial state at version 0.
+func (a Aggregate[S]) start(ctx context.Context, store Store, streamID string) (Loaded[S], error) {
+	var l Loaded[S]
+	if a.InitialFunc != nil {
+		l.State = a.InitialFunc()
+	}
+	ss, ok := store.(SnapshotStore)
+	if a.Snapshot == nil || !ok {
+		return l, nil
+	}
+	typ, version, err := a.snapshotType()
+	if err != nil {
+		return l, err
+	}
+	snap, found, err := ss.LoadSnapshot(ctx, LoadSnapshotParams{StreamID: streamID, Type: typ, SchemaVersion: version})
+	if err != nil {
+		return l, fmt.Errorf("eventstore: load %q: snapshot: %w", streamID, err)
+	}
+	if !found {
+		return l, nil
+	}
+	state, err := a.codec().Decode(snap.Data)
+	if err != nil {
+		a.snapshotError(ctx, streamID, fmt.Errorf("eventstore: load %q: decode the snapshot at version %d: %w", streamID, snap.Version, err))
+		return l, nil
+	}
+	return Loaded[S]{State: state, Version: snap.Version, SnapshotVersion: snap.Version}, nil
+}
+
+// maybeSnapshot saves a snapshot of l when the policy says so, and reports
+// a failure to SnapshotErrorFunc rather than to the caller.
+func (a Aggregate[S]) maybeSnapshot(ctx context.Context, store Store, streamID string, l *Loaded[S]) {
+	ss, ok := store.(SnapshotStore)
+	if a.Snapshot == nil || !ok || !a.Snapshot.ShouldSnapshot(l.State, l.Version, l.Version-l.SnapshotVersion) {
+		return
+	}
+	err := func() error {
+		typ, version, err := a.snapshotType()
+		if err != nil {
+			return err
+		}
+		data, err := a.codec().Encode(l.State)
+		if err != nil {
+			return fmt.Errorf("encode: %w", err)
+		}
+		return ss.SaveSnapshot(ctx, Snapshot{StreamID: streamID, Version: l.Version, Type: typ, SchemaVersion: version, Data: data})
+	}()
+	if err != nil {
+		a.snapshotError(ctx, streamID, fmt.Errorf("eventstore: update %q: snapshot at version %d: %w", streamID, l.Version, err))
+		return
+	}
+	l.SnapshotVersion = l.Version
 }
 
 // Loaded is an aggregate's state and the version it was rebuilt at.
@@ -31,17 +139,25 @@ type Loaded[S any] struct {
 	// Version is the stream's version: 0 for a new aggregate. Append with
 	// Exact(Version).
 	Version int64
+	// SnapshotVersion is the version of the snapshot State was loaded
+	// from, or that Update took; 0 for none.
+	SnapshotVersion int64
 }
 
 // Load rebuilds the aggregate of stream streamID by applying its events in
 // order. A stream without events loads as the initial state at version 0.
+// With snapshots on (Aggregate.Snapshot) and a Store that is a
+// SnapshotStore, it starts from the latest snapshot of the state's type and
+// schema version and reads only the events after it; a snapshot that does
+// not decode is reported to SnapshotErrorFunc and the stream is replayed
+// from its start.
 func Load[S any](ctx context.Context, store Store, agg Aggregate[S], streamID string) (Loaded[S], error) {
-	var l Loaded[S]
 	if agg.ApplyFunc == nil {
-		return l, errors.New("eventstore: load: Aggregate.ApplyFunc is nil")
+		return Loaded[S]{}, errors.New("eventstore: load: Aggregate.ApplyFunc is nil")
 	}
-	if agg.InitialFunc != nil {
-		l.State = agg.InitialFunc()
+	l, err := agg.start(ctx, store, streamID)
+	if err != nil {
+		return l, err
 	}
 	for {
 		evs, err := store.ReadStream(ctx, ReadStreamParams{StreamID: streamID, From: l.Version + 1, Limit: loadPage})
@@ -71,6 +187,14 @@ type DecideFunc[S any] func(state S) ([]EventData, error)
 // events, nothing is appended. If another writer appended meanwhile, the
 // error wraps ErrConcurrencyConflict: wrap Update in RetryOnConflict to
 // load and decide again.
+//
+// With snapshots on, Update saves a snapshot of the new state through the
+// same Store after the append when Aggregate.Snapshot says so. Through a
+// Store bound to the caller's transaction (postgres.Store.WithTx) the
+// snapshot commits or rolls back with the append; otherwise it is saved
+// after the append committed. Either way a snapshot that cannot be taken
+// never fails Update: the append stands, SnapshotErrorFunc is told, and a
+// later Update tries again.
 func Update[S any](ctx context.Context, store Store, agg Aggregate[S], streamID string, decide DecideFunc[S]) (Loaded[S], error) {
 	l, err := Load(ctx, store, agg, streamID)
 	if err != nil {
@@ -96,6 +220,7 @@ func Update[S any](ctx context.Context, store Store, agg Aggregate[S], streamID 
 		}
 	}
 	l.Version = res.Version
+	agg.maybeSnapshot(ctx, store, streamID, &l)
 	return l, nil
 }
 

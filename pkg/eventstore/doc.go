@@ -1,7 +1,8 @@
 // Package eventstore defines event streams as programs use them: appends
 // with optimistic concurrency, reads of one stream forward or backward, a
 // global read in commit order, upcasting of old event schemas on read, and a
-// generic aggregate helper (Load, Update, RetryOnConflict). Store is the
+// generic aggregate helper (Load, Update, RetryOnConflict) with optional
+// snapshots. Store is the
 // interface; package eventstore/postgres implements it on PostgreSQL, and
 // package eventstoretest is the conformance suite every implementation
 // passes.
@@ -28,6 +29,15 @@
 //     skipped, and the events of younger transactions wait behind it.
 //   - Upcasting never rewrites. Upcasters change events as they are read;
 //     the stored event keeps its schema version and data.
+//   - Snapshots only save time. With Aggregate.Snapshot set and a Store
+//     that is also a SnapshotStore, Load starts from the latest snapshot
+//     of the state's type and schema version and applies the events after
+//     it, which gives the state a full replay gives (ApplyFunc being
+//     deterministic). A snapshot of another schema version, or one that
+//     does not decode, is ignored and the stream replayed. Update saves a
+//     snapshot when the SnapshotPolicy (EveryN, SnapshotFunc) says so,
+//     in the caller's transaction when the Store is bound to one; a
+//     snapshot that cannot be saved never fails the append.
 //
 // # Ordering
 //
@@ -48,6 +58,9 @@
 //   - ErrDuplicateEventID: an event id is already stored; nothing was
 //     written.
 //   - ErrUpcast: an upcaster failed on read; the stored event is intact.
+//   - A snapshot that cannot be decoded or saved goes to
+//     Aggregate.SnapshotErrorFunc; Load and Update go on without it. An
+//     error reading snapshots fails Load like an error reading events.
 //   - Storage errors are returned wrapped; whether a retry may succeed is
 //     the storage's to say (for PostgreSQL, pgconn.SafeToRetry and the
 //     SQLSTATE).

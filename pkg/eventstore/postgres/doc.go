@@ -59,5 +59,30 @@
 //     younger transactions until it ends; a transaction left open anywhere
 //     in the cluster stalls ReadAll (see internal/txlog).
 //
-// Snapshots have their table (migration 005) but no API yet.
+// # Snapshots
+//
+// Store and the view WithTx returns are eventstore.SnapshotStores on the
+// snapshots table (migration 005): eventstore.Load and Update use them
+// when the Aggregate has a SnapshotPolicy. A snapshot is keyed by (stream,
+// version) and carries the state's type and schema version; loading takes
+// the highest version of the wanted type and schema version, so snapshots
+// of an older state shape are passed over. Saving at a version that has a
+// snapshot replaces it. Through WithTx a snapshot is saved under a
+// savepoint: it commits with the append, and a failed save leaves the
+// transaction usable.
+//
+// # Subscriptions
+//
+// Subscribe hands every event to a HandlerFunc once, in ReadAll's gap-safe
+// order, from a named reader's checkpoint (txlog_checkpoints, log
+// "events"). Each batch runs in one transaction that holds the handler's
+// effects and the moved checkpoint, so they commit together (DESIGN.md
+// G3): a restart resumes after the last committed batch and applies
+// nothing twice. A failed batch rolls back whole and is retried with
+// backoff, or ends Subscribe if SubscribeParams.ErrorFunc says so; an
+// event that always fails holds the subscription there. Subscribe waits
+// for the events table's notification ("<schema>.events") on a listening
+// connection of its own, and polls as a fallback. Subscribers that share a
+// reader name do not apply a batch twice: the one whose checkpoint does not
+// move rolls back; they do, however, compete, so run one per name.
 package postgres

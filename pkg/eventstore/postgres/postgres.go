@@ -113,6 +113,7 @@ var sqlFiles embed.FS
 
 type queries struct {
 	append, readForward, readBackward string
+	snapshotLoad, snapshotSave        string
 }
 
 func loadQueries(schema string) (queries, error) {
@@ -127,6 +128,8 @@ func loadQueries(schema string) (queries, error) {
 		append:       load("append.sql"),
 		readForward:  load("read_stream_forward.sql"),
 		readBackward: load("read_stream_backward.sql"),
+		snapshotLoad: load("snapshot_load.sql"),
+		snapshotSave: load("snapshot_save.sql"),
 	}
 	if err := errors.Join(errs...); err != nil {
 		return queries{}, fmt.Errorf("eventstore/postgres: embedded queries: %w", err)
