@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/google/uuid"
@@ -16,6 +15,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/vextrus/dtx/internal/migrate"
+	"github.com/vextrus/dtx/internal/sqlfile"
 	"github.com/vextrus/dtx/internal/txlog"
 	"github.com/vextrus/dtx/pkg/eventstore"
 	"github.com/vextrus/dtx/pkg/messaging"
@@ -117,22 +117,16 @@ type queries struct {
 }
 
 func loadQueries(schema string) (queries, error) {
-	quoted := pgx.Identifier{schema}.Sanitize()
-	var errs []error
-	load := func(name string) string {
-		b, err := sqlFiles.ReadFile("sql/" + name)
-		errs = append(errs, err)
-		return strings.ReplaceAll(string(b), "{{.schema}}", quoted)
-	}
+	l := sqlfile.NewLoader(sqlFiles, "sql", schema)
 	q := queries{
-		append:       load("append.sql"),
-		readForward:  load("read_stream_forward.sql"),
-		readBackward: load("read_stream_backward.sql"),
-		snapshotLoad: load("snapshot_load.sql"),
-		snapshotSave: load("snapshot_save.sql"),
+		append:       l.Load("append.sql"),
+		readForward:  l.Load("read_stream_forward.sql"),
+		readBackward: l.Load("read_stream_backward.sql"),
+		snapshotLoad: l.Load("snapshot_load.sql"),
+		snapshotSave: l.Load("snapshot_save.sql"),
 	}
-	if err := errors.Join(errs...); err != nil {
-		return queries{}, fmt.Errorf("eventstore/postgres: embedded queries: %w", err)
+	if err := l.Err(); err != nil {
+		return queries{}, fmt.Errorf("eventstore/postgres: %w", err)
 	}
 	return q, nil
 }
