@@ -1,0 +1,337 @@
+package projection
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/vextrus/dtx/internal/txlog"
+	"github.com/vextrus/dtx/pkg/eventstore"
+	"github.com/vextrus/dtx/pkg/eventstore/postgres"
+)
+
+// ErrRebuildRunning is wrapped by the error of a Rebuild of a projection
+// that another Rebuild, in this process or another, is rebuilding.
+var ErrRebuildRunning = errors.New("projection: a rebuild of this projection is running")
+
+// rebuildInfix separates a projection's name from the generation in the
+// name of its rebuild reader: "<name>.rebuild-<n>".
+const rebuildInfix = ".rebuild-"
+
+// Rebuild rebuilds p's read model from the first event while p's live
+// projection (a Run, here or in other replicas) goes on, and returns when
+// the rebuilt tables have replaced the live ones.
+//
+// It creates a shadow of each of p.Tables() (the table's name with
+// ShadowSuffix appended, same columns, constraints and indexes, empty) and
+// applies every event from the beginning of the log to them through
+// p.Shadow(ShadowSuffix), in batches whose checkpoint, under the reader
+// name "<name>.rebuild-<n>" (n: the Unix time the rebuild began), commits
+// with them. When it has read every committed event it swaps, in one
+// transaction:
+//
+//  1. it locks the live checkpoint (a live batch in flight commits first;
+//     later ones wait, as each locks the checkpoint before any effect) and
+//     the live tables (ACCESS EXCLUSIVE);
+//  2. it applies to the shadow tables every event committed since the last
+//     rebuild batch (at least up to the live checkpoint);
+//  3. it drops each live table and renames its shadow to its name;
+//  4. it moves the live checkpoint to the last event the shadow tables
+//     hold, and removes the rebuild reader's checkpoint.
+//
+// So the live projection goes on, on the new tables, after exactly the
+// events they hold: no gap, nothing applied twice. A live batch read
+// before the swap and waiting on the table lock ends at or before that
+// event (it read committed events too), so the Runner's checkpoint guard
+// rolls it back. Live batches wait for the swap transaction,
+// which is short when the rebuild has caught up.
+//
+// A Rebuild that fails or is cancelled leaves the shadow tables and its
+// checkpoint; the next Rebuild of p resumes it. A shadow table that exists
+// without a rebuild checkpoint is not taken for one: Rebuild fails rather
+// than drop it. Only one Rebuild of a
+// projection runs at a time (a session advisory lock): another fails with
+// ErrRebuildRunning. Objects that depend on the live tables (views,
+// foreign keys) make the swap fail; indexes and constraints of the new
+// tables keep the names PostgreSQL chose for the shadow.
+func (r *Runner) Rebuild(ctx context.Context, p RebuildableProjection) error {
+	if p == nil {
+		return errors.New("projection: Rebuild: projection is nil")
+	}
+	if err := validateProjection(p); err != nil {
+		return fmt.Errorf("projection: Rebuild: %w", err)
+	}
+	tables, err := parseTables(p.Tables())
+	if err != nil {
+		return err
+	}
+	rb := rebuild{r: r, p: p, name: p.Name(), tables: tables}
+	unlock, err := rb.lock(ctx)
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	if err := rb.prepare(ctx); err != nil {
+		return err
+	}
+	if err := rb.catchUp(ctx); err != nil {
+		return err
+	}
+	return rb.swap(ctx)
+}
+
+// table is a live table and its shadow.
+type table struct {
+	live, shadow pgx.Identifier
+	base         string // the live table's name without schema
+}
+
+func parseTables(names []string) ([]table, error) {
+	if len(names) == 0 {
+		return nil, errors.New("projection: Rebuild: Tables: none")
+	}
+	var errs []error
+	tables := make([]table, 0, len(names))
+	for i, n := range names {
+		parts := strings.Split(n, ".")
+		if len(parts) > 2 || slicesContainsEmpty(parts) {
+			errs = append(errs, fmt.Errorf("projection: Rebuild: Tables[%d]: %q is neither a table nor schema.table", i, n))
+			continue
+		}
+		shadow := append(pgx.Identifier(nil), parts...)
+		shadow[len(shadow)-1] += ShadowSuffix
+		tables = append(tables, table{live: pgx.Identifier(parts), shadow: shadow, base: parts[len(parts)-1]})
+	}
+	return tables, errors.Join(errs...)
+}
+
+func slicesContainsEmpty(parts []string) bool {
+	for _, p := range parts {
+		if p == "" {
+			return true
+		}
+	}
+	return false
+}
+
+// rebuild is the state of one Rebuild.
+type rebuild struct {
+	r      *Runner
+	p      RebuildableProjection
+	name   string
+	tables []table
+
+	reader   *txlog.Reader[struct{}] // the rebuild reader's checkpoint
+	live     *txlog.Reader[struct{}] // the live projection's checkpoint
+	shadow   Projection
+	handled  map[string]bool
+	position eventstore.Position // the shadow tables' checkpoint
+}
+
+func (rb *rebuild) errorf(format string, args ...any) error {
+	return fmt.Errorf("projection: rebuild %q: "+format, append([]any{rb.name}, args...)...)
+}
+
+func (rb *rebuild) checkpoints() string {
+	return pgx.Identifier{rb.r.store.Config().Schema, "txlog_checkpoints"}.Sanitize()
+}
+
+// lock takes the session advisory lock of the projection's rebuild and
+// returns its release.
+func (rb *rebuild) lock(ctx context.Context) (func(), error) {
+	conn, err := rb.r.pool.Acquire(ctx)
+	if err != nil {
+		return nil, rb.errorf("acquire a connection: %w", err)
+	}
+	key := "dtx.projection.rebuild:" + rb.r.store.Config().Schema + ":" + rb.name
+	var ok bool
+	if err := conn.QueryRow(ctx, "SELECT pg_try_advisory_lock(hashtextextended($1, 0))", key).Scan(&ok); err != nil {
+		conn.Release()
+		return nil, rb.errorf("lock: %w", err)
+	}
+	if !ok {
+		conn.Release()
+		return nil, rb.errorf("%w", ErrRebuildRunning)
+	}
+	return func() {
+		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		if _, err := conn.Exec(ctx, "SELECT pg_advisory_unlock(hashtextextended($1, 0))", key); err != nil {
+			// Closing the session is what releases the lock now.
+			_ = conn.Conn().Close(ctx)
+		}
+		conn.Release()
+	}, nil
+}
+
+// prepare finds the rebuild to resume, or creates the shadow tables and the
+// rebuild reader's checkpoint in one transaction.
+func (rb *rebuild) prepare(ctx context.Context) error {
+	schema := rb.r.store.Config().Schema
+	newReader := func(name string) (*txlog.Reader[struct{}], error) {
+		return txlog.NewReader[struct{}](txlog.Config{Schema: schema, Log: postgres.LogName, Reader: name}, nil)
+	}
+	var err error
+	if rb.live, err = newReader(rb.name); err != nil {
+		return rb.errorf("%w", err)
+	}
+	var existing string
+	err = rb.r.pool.QueryRow(ctx, `SELECT reader FROM `+rb.checkpoints()+`
+		WHERE log_name = $1 AND starts_with(reader, $2) ORDER BY reader DESC LIMIT 1`,
+		postgres.LogName, rb.name+rebuildInfix).Scan(&existing)
+	switch {
+	case errors.Is(err, pgx.ErrNoRows):
+		existing = ""
+	case err != nil:
+		return rb.errorf("look for an interrupted rebuild: %w", err)
+	}
+	name := existing
+	if name == "" {
+		name = rb.name + rebuildInfix + strconv.FormatInt(time.Now().Unix(), 10)
+	}
+	if rb.reader, err = newReader(name); err != nil {
+		return rb.errorf("%w", err)
+	}
+	rb.shadow = rb.p.Shadow(ShadowSuffix)
+	rb.handled = handledSet(rb.shadow)
+	if existing == "" {
+		err = pgx.BeginFunc(ctx, rb.r.pool, func(tx pgx.Tx) error {
+			for _, t := range rb.tables {
+				if _, err := tx.Exec(ctx, "CREATE TABLE "+t.shadow.Sanitize()+" (LIKE "+t.live.Sanitize()+" INCLUDING ALL)"); err != nil {
+					return fmt.Errorf("create the shadow of %s: %w", t.live.Sanitize(), err)
+				}
+			}
+			_, err := rb.reader.Register(ctx, tx)
+			return err
+		})
+		if err != nil {
+			return rb.errorf("%w", err)
+		}
+	}
+	cp, err := rb.reader.LoadCheckpoint(ctx, rb.r.pool)
+	if err != nil {
+		return rb.errorf("%w", err)
+	}
+	rb.position = eventstore.Position{TxID: cp.TxID, Pos: cp.Pos}
+	return nil
+}
+
+// catchUp applies every committed event to the shadow tables, a batch per
+// transaction with the rebuild checkpoint, until a read is not full.
+func (rb *rebuild) catchUp(ctx context.Context) error {
+	for {
+		b, err := rb.r.store.ReadAll(ctx, eventstore.ReadAllParams{After: rb.position, Limit: rb.r.cfg.BatchSize})
+		if err != nil {
+			return rb.errorf("%w", err)
+		}
+		if len(b.Events) > 0 {
+			err := pgx.BeginFunc(ctx, rb.r.pool, func(tx pgx.Tx) error {
+				if err := rb.apply(ctx, tx, b.Events); err != nil {
+					return err
+				}
+				moved, err := rb.reader.SaveCheckpoint(ctx, tx, txlog.Position{TxID: b.End.TxID, Pos: b.End.Pos})
+				if err != nil {
+					return err
+				}
+				if !moved {
+					return errors.New("the rebuild checkpoint moved meanwhile")
+				}
+				return nil
+			})
+			if err != nil {
+				return rb.errorf("%w", err)
+			}
+		}
+		rb.position = b.End
+		if !b.Full {
+			return nil
+		}
+	}
+}
+
+// apply applies the handled events to the shadow tables.
+func (rb *rebuild) apply(ctx context.Context, tx pgx.Tx, events []eventstore.RecordedEvent) error {
+	for _, ev := range events {
+		if !rb.handled[ev.Type] {
+			continue
+		}
+		if err := rb.shadow.Apply(ctx, tx, ev); err != nil {
+			return &postgres.HandlerError{Reader: rb.reader.Config().Reader, Event: ev, Err: err}
+		}
+	}
+	return nil
+}
+
+// swap brings the shadow tables to the live checkpoint and puts them in
+// place of the live tables, in one transaction.
+func (rb *rebuild) swap(ctx context.Context) error {
+	// The live checkpoint must exist to be locked.
+	if _, err := rb.live.Register(ctx, rb.r.pool); err != nil {
+		return rb.errorf("%w", err)
+	}
+	err := pgx.BeginFunc(ctx, rb.r.pool, func(tx pgx.Tx) error {
+		// The checkpoint first, then the tables: the order live batches
+		// take them in.
+		var live eventstore.Position
+		if err := tx.QueryRow(ctx, lockCheckpointQuery(rb.r.store.Config().Schema), postgres.LogName, rb.name).Scan(&live.TxID, &live.Pos); err != nil {
+			return fmt.Errorf("lock the live checkpoint: %w", err)
+		}
+		lives := make([]string, len(rb.tables))
+		for i, t := range rb.tables {
+			lives[i] = t.live.Sanitize()
+		}
+		if _, err := tx.Exec(ctx, "LOCK TABLE "+strings.Join(lives, ", ")+" IN ACCESS EXCLUSIVE MODE"); err != nil {
+			return fmt.Errorf("lock the live tables: %w", err)
+		}
+		if err := rb.catchUpAll(ctx, tx, live); err != nil {
+			return err
+		}
+		for _, t := range rb.tables {
+			if _, err := tx.Exec(ctx, "DROP TABLE "+t.live.Sanitize()); err != nil {
+				return fmt.Errorf("drop %s: %w", t.live.Sanitize(), err)
+			}
+			if _, err := tx.Exec(ctx, "ALTER TABLE "+t.shadow.Sanitize()+" RENAME TO "+pgx.Identifier{t.base}.Sanitize()); err != nil {
+				return fmt.Errorf("rename %s: %w", t.shadow.Sanitize(), err)
+			}
+		}
+		if rb.position.Compare(live) > 0 {
+			if _, err := rb.live.SaveCheckpoint(ctx, tx, txlog.Position{TxID: rb.position.TxID, Pos: rb.position.Pos}); err != nil {
+				return err
+			}
+		}
+		_, err := rb.reader.Unregister(ctx, tx)
+		return err
+	})
+	if err != nil {
+		return rb.errorf("swap: %w", err)
+	}
+	return nil
+}
+
+// catchUpAll applies to the shadow tables, in tx, every event committed
+// after the rebuild's position, and fails if that does not reach the live
+// checkpoint.
+func (rb *rebuild) catchUpAll(ctx context.Context, tx pgx.Tx, live eventstore.Position) error {
+	for {
+		b, err := rb.r.store.ReadAll(ctx, eventstore.ReadAllParams{After: rb.position, Limit: rb.r.cfg.BatchSize})
+		if err != nil {
+			return err
+		}
+		if err := rb.apply(ctx, tx, b.Events); err != nil {
+			return err
+		}
+		rb.position = b.End
+		if !b.Full {
+			break
+		}
+	}
+	if rb.position.Compare(live) < 0 {
+		return fmt.Errorf("the events up to the live checkpoint %s are not readable after %s", live, rb.position)
+	}
+	return nil
+}
