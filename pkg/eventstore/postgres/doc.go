@@ -83,6 +83,8 @@
 // event that always fails holds the subscription there. Subscribe waits
 // for the events table's notification ("<schema>.events") on a listening
 // connection of its own, and polls as a fallback. Subscribers that share a
-// reader name do not apply a batch twice: the one whose checkpoint does not
-// move rolls back; they do, however, compete, so run one per name.
+// reader name take turns on a transaction-scoped lock and apply a batch only
+// while the checkpoint is still where they read it from, so no event is
+// applied twice even when their batches overlap; they do, however, compete,
+// so one per name is the efficient choice.
 package postgres

@@ -172,9 +172,10 @@ func (p *SubscribeParams) validate() error {
 // logged and the batch is retried after a backoff (MinRetryDelay, doubling
 // up to MaxRetryDelay), for as long as it fails, so one event that always
 // fails stops the subscription from moving on. An ErrorFunc that returns
-// an error ends Subscribe with it. A checkpoint that another subscriber of
-// the same name moved past the batch meanwhile rolls the batch back too,
-// and reading resumes from that checkpoint.
+// an error ends Subscribe with it. Subscribers of the same name take turns
+// on a transaction-scoped lock; one that finds the checkpoint moved since it
+// read its batch (another one handled some of it) rolls back and resumes
+// from that checkpoint, so overlapping batches are never applied twice.
 //
 // Between batches Subscribe waits for the events table's notification
 // (channel "<schema>.events") or at most p.PollInterval. It fails at once
@@ -291,6 +292,23 @@ func (sb subscriber) batch(ctx context.Context, after txlog.Position) (next txlo
 		return b.End, b.Full, b.HorizonBlocked, nil
 	}
 	err = pgx.BeginFunc(ctx, sb.s.pool, func(tx pgx.Tx) error {
+		// Subscribers of one reader name take turns here, and each handles
+		// its batch only if the checkpoint is still where the batch was read
+		// from: another one may have handled (part of) it meanwhile, and
+		// SaveCheckpoint alone would only refuse a batch ending at or before
+		// the checkpoint, not one that overlaps it.
+		if _, err := tx.Exec(ctx, "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))",
+			"dtx.subscribe:"+sb.s.cfg.Schema+"."+sb.p.Reader); err != nil {
+			return fmt.Errorf("eventstore/postgres: subscription %q: lock: %w", sb.p.Reader, err)
+		}
+		cp, err := sb.reader.LoadCheckpoint(ctx, tx)
+		if err != nil {
+			return fmt.Errorf("eventstore/postgres: subscription %q: %w", sb.p.Reader, err)
+		}
+		from := txlog.Position{TxID: sb.p.From.TxID, Pos: sb.p.From.Pos}
+		if stillHere := cp == after || (cp.IsZero() && after == from); !stillHere {
+			return errCheckpointAhead
+		}
 		for _, row := range b.Rows {
 			ev, err := sb.s.recorded(row.Value, eventstore.Position{TxID: row.Position.TxID, Pos: row.Position.Pos})
 			if err != nil {

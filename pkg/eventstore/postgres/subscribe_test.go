@@ -245,3 +245,23 @@ func TestSubscribeParamsAreChecked(t *testing.T) {
 	err = f.store.Subscribe(t.Context(), postgres.SubscribeParams{Handler: project})
 	require.ErrorContains(t, err, "Reader")
 }
+
+// Two subscribers of one reader name, with different batch sizes so that
+// their batches overlap, apply every event once between them.
+func TestSubscribeTwoSubscribersOfOneReaderApplyOnce(t *testing.T) {
+	t.Parallel()
+	f := setup(t, postgres.Config{})
+	createProjection(t, f)
+	stopA := subscribe(t, f, postgres.SubscribeParams{Reader: "shared", Handler: project, BatchSize: 3})
+	stopB := subscribe(t, f, postgres.SubscribeParams{Reader: "shared", Handler: project, BatchSize: 7})
+	var wg sync.WaitGroup
+	for w := range 4 {
+		wg.Go(func() { appendN(t, f, fmt.Sprintf("s-%d", w), 20) })
+	}
+	wg.Wait()
+	got := waitProjected(t, f, 80)
+	require.Never(t, func() bool { return len(projected(t, f)) > 80 }, 300*time.Millisecond, 20*time.Millisecond)
+	require.NoError(t, stopA())
+	require.NoError(t, stopB())
+	require.Equal(t, allIDs(t, f), got, "every event once, in global commit order")
+}
