@@ -182,7 +182,7 @@ func (s *Store) Append(ctx context.Context, p eventstore.AppendParams) (eventsto
 	var res eventstore.AppendResult
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 		var err error
-		res, err = s.AppendTx(ctx, tx, p)
+		res, err = s.appendTx(ctx, tx, p)
 		return err
 	})
 	return res, err
@@ -191,9 +191,10 @@ func (s *Store) Append(ctx context.Context, p eventstore.AppendParams) (eventsto
 // AppendTx appends p's events to their stream in tx, with one outbox row
 // per event (topic Config.TopicFunc(p.StreamType), key = the stream id), so
 // that they commit with the caller's other changes or not at all
-// (DESIGN.md G1). It costs three statements whatever the number of events:
-// the stream's lock, the version check with the insert of every event, and
-// the outbox write.
+// (DESIGN.md G1). It costs two round trips whatever the number of events:
+// the stream's lock pipelined with the version check and the insert of
+// every event, then the outbox write (three when tx already holds a
+// transaction id: the insert then waits for the lock's order check).
 //
 // The stream's lock is the outbox's lock of (topic, stream id), taken
 // first, so that appends to one stream are serialised and their events are
@@ -212,11 +213,25 @@ func (s *Store) AppendTx(ctx context.Context, tx pgx.Tx, p eventstore.AppendPara
 	if err := p.Validate(); err != nil {
 		return eventstore.AppendResult{}, err
 	}
-	topic := s.cfg.TopicFunc(p.StreamType)
-	if err := s.ob.Lock(ctx, tx, topic, p.StreamID); err != nil {
-		return eventstore.AppendResult{}, fmt.Errorf("eventstore/postgres: append to %q: lock the stream: %w", p.StreamID, err)
-	}
+	return s.appendTx(ctx, tx, p)
+}
 
+// appendResult is what append.sql reports.
+type appendResult struct {
+	current                     int64
+	typeOK, versionOK, mayWrite bool
+	inserted                    int64
+	txID                        uint64
+	lastPos                     int64
+	recordedAt                  *time.Time
+}
+
+func (r *appendResult) dest() []any {
+	return []any{&r.current, &r.typeOK, &r.versionOK, &r.mayWrite, &r.inserted, &r.txID, &r.lastPos, &r.recordedAt}
+}
+
+// appendTx is AppendTx for valid params.
+func (s *Store) appendTx(ctx context.Context, tx pgx.Tx, p eventstore.AppendParams) (eventstore.AppendResult, error) {
 	n := len(p.Events)
 	ids := make([]string, n)
 	types := make([]string, n)
@@ -242,17 +257,27 @@ func (s *Store) AppendTx(ctx context.Context, tx pgx.Tx, p eventstore.AppendPara
 		metadata[i] = md
 	}
 
-	var (
-		current           int64
-		typeOK, versionOK bool
-		inserted          int64
-		txID              uint64
-		lastPos           int64
-		recordedAt        *time.Time
-	)
-	err := tx.QueryRow(ctx, s.q.append, p.StreamID, p.StreamType, int64(p.Expected), ids, types, versions, data, metadata).
-		Scan(&current, &typeOK, &versionOK, &inserted, &txID, &lastPos, &recordedAt)
+	// The lock and the append go in one round trip. The append writes only
+	// if the transaction had no id yet, when the lock cannot be an order
+	// risk; otherwise it runs again once the lock's order check passed.
+	topic := s.cfg.TopicFunc(p.StreamType)
+	var b pgx.Batch
+	check, err := s.ob.QueueLock(&b, topic, p.StreamID)
 	if err != nil {
+		return eventstore.AppendResult{}, fmt.Errorf("eventstore/postgres: append to %q: lock the stream: %w", p.StreamID, err)
+	}
+	var r appendResult
+	b.Queue(s.q.append, p.StreamID, p.StreamType, int64(p.Expected), ids, types, versions, data, metadata, true).
+		QueryRow(func(row pgx.Row) error { return row.Scan(r.dest()...) })
+	sendErr := tx.SendBatch(ctx, &b).Close()
+	if err := check(ctx, tx); err != nil {
+		return eventstore.AppendResult{}, fmt.Errorf("eventstore/postgres: append to %q: lock the stream: %w", p.StreamID, err)
+	}
+	if sendErr == nil && !r.mayWrite {
+		sendErr = tx.QueryRow(ctx, s.q.append, p.StreamID, p.StreamType, int64(p.Expected), ids, types, versions, data, metadata, false).
+			Scan(r.dest()...)
+	}
+	if err := sendErr; err != nil {
 		var pgErr *pgconn.PgError
 		if errors.As(err, &pgErr) && pgErr.Code == "23505" {
 			switch pgErr.ConstraintName {
@@ -264,15 +289,16 @@ func (s *Store) AppendTx(ctx context.Context, tx pgx.Tx, p eventstore.AppendPara
 		}
 		return eventstore.AppendResult{}, fmt.Errorf("eventstore/postgres: append %d events to %q: %w", n, p.StreamID, err)
 	}
-	if !typeOK {
+	current := r.current
+	if !r.typeOK {
 		return eventstore.AppendResult{}, fmt.Errorf("%w: stream %q: StreamType: %q differs from the stream's type",
 			eventstore.ErrInvalidAppend, p.StreamID, p.StreamType)
 	}
-	if !versionOK {
+	if !r.versionOK {
 		return eventstore.AppendResult{}, &eventstore.VersionConflictError{StreamID: p.StreamID, Expected: p.Expected, Actual: current}
 	}
-	if inserted != int64(n) {
-		return eventstore.AppendResult{}, fmt.Errorf("eventstore/postgres: append to %q: inserted %d of %d events", p.StreamID, inserted, n)
+	if r.inserted != int64(n) {
+		return eventstore.AppendResult{}, fmt.Errorf("eventstore/postgres: append to %q: inserted %d of %d events", p.StreamID, r.inserted, n)
 	}
 
 	envs := make([]messaging.Envelope, n)
@@ -282,7 +308,7 @@ func (s *Store) AppendTx(ctx context.Context, tx pgx.Tx, p eventstore.AppendPara
 			Type:            e.Type,
 			Source:          s.cfg.Source,
 			Subject:         p.StreamID,
-			Time:            recordedAt.UTC(),
+			Time:            r.recordedAt.UTC(),
 			DataContentType: messaging.ContentTypeJSON,
 			SchemaVersion:   int(versions[i]),
 			PartitionKey:    p.StreamID,
@@ -302,7 +328,7 @@ func (s *Store) AppendTx(ctx context.Context, tx pgx.Tx, p eventstore.AppendPara
 	}
 	return eventstore.AppendResult{
 		Version:  current + int64(n),
-		Position: eventstore.Position{TxID: txID, Pos: lastPos},
+		Position: eventstore.Position{TxID: r.txID, Pos: r.lastPos},
 	}, nil
 }
 

@@ -233,7 +233,27 @@ func (o *Outbox) WriteEnvelopes(ctx context.Context, tx pgx.Tx, topic string, en
 		}
 		msgs[i] = msg
 	}
-	return o.Write(ctx, tx, topic, msgs...)
+	if _, stamped := middleware.OriginFromContext(ctx); stamped {
+		// Stamping changes the messages' metadata: check them all again.
+		return o.Write(ctx, tx, topic, msgs...)
+	}
+	// ToMessage has validated each envelope, and Decode would read its
+	// message back as an equal envelope: skip decoding and checking again.
+	if tx == nil {
+		return fmt.Errorf("outbox: write to %s: %w", topic, ErrNoTransaction)
+	}
+	if err := validateTopic(topic); err != nil {
+		return fmt.Errorf("outbox: write to %q: %w", topic, err)
+	}
+	rows := make([]row, len(msgs))
+	for i, msg := range msgs {
+		r, err := o.envelopeRow(envs[i], msg)
+		if err != nil {
+			return fmt.Errorf("outbox: write to %s: %w", topic, &MessageError{Index: i, ID: msg.UUID, Err: err})
+		}
+		rows[i] = r
+	}
+	return o.insert(ctx, tx, topic, rows)
 }
 
 // write is Write without stamping.
@@ -251,7 +271,14 @@ func (o *Outbox) write(ctx context.Context, tx pgx.Tx, topic string, msgs []*mes
 	if err != nil {
 		return fmt.Errorf("outbox: write to %s: %w", topic, err)
 	}
+	return o.insert(ctx, tx, topic, rows)
+}
 
+// insert locks the keys of rows and inserts them, in one round trip.
+func (o *Outbox) insert(ctx context.Context, tx pgx.Tx, topic string, rows []row) error {
+	if len(rows) == 0 {
+		return nil
+	}
 	keys := make([]*string, len(rows))
 	headers := make([][]byte, len(rows))
 	payloads := make([][]byte, len(rows))
@@ -280,7 +307,7 @@ func (o *Outbox) write(ctx context.Context, tx pgx.Tx, topic string, msgs []*mes
 			return nil
 		})
 	if err := tx.SendBatch(ctx, &b).Close(); err != nil {
-		return fmt.Errorf("outbox: write %d messages to %s: %w", len(msgs), topic, err)
+		return fmt.Errorf("outbox: write %d messages to %s: %w", len(rows), topic, err)
 	}
 	if lock.risky || inserted != int64(len(rows)) {
 		return o.orderRisk(topic, distinct, lock.readCommitted, inserted == int64(len(rows)))
@@ -339,8 +366,33 @@ func (o *Outbox) Lock(ctx context.Context, tx pgx.Tx, topic string, keys ...stri
 	if tx == nil {
 		return fmt.Errorf("outbox: lock keys of %s: %w", topic, ErrNoTransaction)
 	}
+	var b pgx.Batch
+	check, err := o.QueueLock(&b, topic, keys...)
+	if err != nil {
+		return err
+	}
+	if b.Len() > 0 {
+		if err := tx.SendBatch(ctx, &b).Close(); err != nil {
+			return fmt.Errorf("outbox: lock keys of %s: %w", topic, err)
+		}
+	}
+	return check(ctx, tx)
+}
+
+// QueueLock is Lock in a pipeline: it queues on b the statement that takes
+// the locks Lock takes, so that the caller sends it in one round trip with
+// statements of its own queued after it, which then run holding the locks.
+// Once b has been sent and its results read, the caller calls check with
+// the same transaction: check returns what Lock would have returned, after
+// the order check Lock makes when the transaction already held its id
+// (one more round trip, only then). Until check has returned nil, the
+// statements queued after the lock must not have written anything (guard
+// them, e.g. with pg_current_xact_id_if_assigned() IS NULL, which holds
+// when no order risk is possible). An invalid topic or key fails at once and
+// queues nothing.
+func (o *Outbox) QueueLock(b *pgx.Batch, topic string, keys ...string) (check func(ctx context.Context, tx pgx.Tx) error, err error) {
 	if err := validateTopic(topic); err != nil {
-		return fmt.Errorf("outbox: lock keys of %q: %w", topic, err)
+		return nil, fmt.Errorf("outbox: lock keys of %q: %w", topic, err)
 	}
 	var distinct []string
 	for i, k := range keys {
@@ -348,27 +400,37 @@ func (o *Outbox) Lock(ctx context.Context, tx pgx.Tx, topic string, keys ...stri
 			continue
 		}
 		if reason := checkText(k); reason != "" {
-			return fmt.Errorf("outbox: lock keys of %s: key #%d %s: %w", topic, i, reason, ErrInvalidMessage)
+			return nil, fmt.Errorf("outbox: lock keys of %s: key #%d %s: %w", topic, i, reason, ErrInvalidMessage)
 		}
 		distinct = append(distinct, k)
 	}
 	slices.Sort(distinct)
 	distinct = slices.Compact(distinct)
 	if len(distinct) == 0 {
-		return nil
+		return func(context.Context, pgx.Tx) error { return nil }, nil
 	}
 	var lock lockResult
-	if err := tx.QueryRow(ctx, o.q.lock, topic, distinct, lockSeed).Scan(&lock.risky, &lock.locked, &lock.readCommitted, nil); err != nil {
-		return fmt.Errorf("outbox: lock %d keys of %s: %w", len(distinct), topic, err)
-	}
-	if !lock.risky {
-		return nil
-	}
-	inverted := false
-	if o.cfg.KeyOrder == KeyOrderVerify && lock.readCommitted {
-		if err := tx.QueryRow(ctx, o.q.verify, topic, distinct).Scan(&inverted); err != nil {
-			return fmt.Errorf("outbox: verify the order of %d keys of %s: %w", len(distinct), topic, err)
+	var lockErr error
+	b.Queue(o.q.lock, topic, distinct, lockSeed).QueryRow(func(row pgx.Row) error {
+		if err := row.Scan(&lock.risky, &lock.locked, &lock.readCommitted, nil); err != nil {
+			lockErr = fmt.Errorf("outbox: lock %d keys of %s: %w", len(distinct), topic, err)
+			return err
 		}
-	}
-	return o.orderRisk(topic, distinct, lock.readCommitted, !inverted)
+		return nil
+	})
+	return func(ctx context.Context, tx pgx.Tx) error {
+		if lockErr != nil {
+			return lockErr
+		}
+		if !lock.risky {
+			return nil
+		}
+		inverted := false
+		if o.cfg.KeyOrder == KeyOrderVerify && lock.readCommitted {
+			if err := tx.QueryRow(ctx, o.q.verify, topic, distinct).Scan(&inverted); err != nil {
+				return fmt.Errorf("outbox: verify the order of %d keys of %s: %w", len(distinct), topic, err)
+			}
+		}
+		return o.orderRisk(topic, distinct, lock.readCommitted, !inverted)
+	}, nil
 }

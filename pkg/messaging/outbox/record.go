@@ -1,10 +1,10 @@
 package outbox
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"unicode/utf8"
@@ -116,6 +116,14 @@ func (o *Outbox) toRow(msg *message.Message) (row, error) {
 		return row{}, fmt.Errorf("%w: UUID %q differs from metadata %s %q: the record header %s is the UUID",
 			ErrInvalidMessage, msg.UUID, messaging.HeaderID, env.ID, messaging.HeaderID)
 	}
+	return o.envelopeRow(env, msg)
+}
+
+// envelopeRow is the rest of toRow for a message whose envelope env is
+// known to be valid and to carry msg.UUID as its ID: either decoded from msg,
+// or the envelope msg was made from by Envelope.ToMessage, which validates
+// it and whose message Decode reads back as an equal envelope.
+func (o *Outbox) envelopeRow(env messaging.Envelope, msg *message.Message) (row, error) {
 	if o.cfg.Registry != nil {
 		if err := o.cfg.Registry.ValidateEnvelope(env); err != nil {
 			return row{}, err
@@ -126,8 +134,8 @@ func (o *Outbox) toRow(msg *message.Message) (row, error) {
 	if reason := checkText(key); reason != "" {
 		return row{}, fmt.Errorf("%w: metadata %s %s", ErrInvalidMessage, messaging.MetadataPartitionKey, reason)
 	}
-	headers := make(map[string]string, len(msg.Metadata))
-	headers[messaging.HeaderID] = msg.UUID
+	names := make([]string, 1, len(msg.Metadata)+1)
+	names[0] = messaging.HeaderID
 	for k, v := range msg.Metadata {
 		if k == messaging.HeaderID || k == messaging.MetadataPartitionKey || strings.HasPrefix(k, messaging.ReceiveOnlyPrefix) {
 			continue
@@ -138,21 +146,84 @@ func (o *Outbox) toRow(msg *message.Message) (row, error) {
 		if reason := checkText(v); reason != "" {
 			return row{}, fmt.Errorf("%w: metadata %q %s", ErrInvalidMessage, k, reason)
 		}
-		headers[k] = v
+		names = append(names, k)
 	}
-	hj, err := json.Marshal(headers)
-	if err != nil { // a map of valid strings always encodes
-		return row{}, fmt.Errorf("%w: encode headers: %w", ErrInvalidMessage, err)
+	slices.Sort(names[1:])
+	value := func(k string) string {
+		if k == messaging.HeaderID {
+			return msg.UUID
+		}
+		return msg.Metadata[k]
 	}
+	hj, textLen := encodeHeaders(names, value)
 	payload := []byte(msg.Payload)
 	if payload == nil {
 		payload = []byte{} // the column is NOT NULL; an empty value is not no value
 	}
-	if size := len(key) + jsonbTextLen(headers) + len(payload); size > o.cfg.MaxRecordBytes {
+	if size := len(key) + textLen + len(payload); size > o.cfg.MaxRecordBytes {
 		return row{}, fmt.Errorf("%w: %d bytes (key %d, headers %d, payload %d), more than %d",
-			ErrTooLarge, size, len(key), jsonbTextLen(headers), len(payload), o.cfg.MaxRecordBytes)
+			ErrTooLarge, size, len(key), textLen, len(payload), o.cfg.MaxRecordBytes)
 	}
 	return row{key: key, headers: hj, payload: payload}, nil
+}
+
+// encodeHeaders returns the JSON object of the headers names (distinct,
+// valid UTF-8 without NUL) with their value(name), and its length as the
+// outbox table's size CHECK measures it (see jsonbTextLen). It does what
+// json.Marshal of a map does, minus the reflection and the sorting that
+// jsonb undoes anyway.
+func encodeHeaders(names []string, value func(string) string) ([]byte, int) {
+	textLen := 2 // {}
+	size := 2
+	for i, k := range names {
+		v := value(k)
+		if i > 0 {
+			textLen += 2 // ", "
+		}
+		textLen += jsonStringLen(k) + 2 + jsonStringLen(v) // ": "
+		size += 2*len(k) + 2*len(v) + 8
+	}
+	b := make([]byte, 0, size)
+	b = append(b, '{')
+	for i, k := range names {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = appendJSONString(b, k)
+		b = append(b, ':')
+		b = appendJSONString(b, value(k))
+	}
+	b = append(b, '}')
+	return b, textLen
+}
+
+// appendJSONString appends s, valid UTF-8, to b as a JSON string.
+func appendJSONString(b []byte, s string) []byte {
+	const hex = "0123456789abcdef"
+	b = append(b, '"')
+	start := 0
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c >= 0x20 && c != '"' && c != '\\' {
+			continue
+		}
+		b = append(b, s[start:i]...)
+		switch c {
+		case '"', '\\':
+			b = append(b, '\\', c)
+		case '\n':
+			b = append(b, '\\', 'n')
+		case '\r':
+			b = append(b, '\\', 'r')
+		case '\t':
+			b = append(b, '\\', 't')
+		default:
+			b = append(b, '\\', 'u', '0', '0', hex[c>>4], hex[c&0xf])
+		}
+		start = i + 1
+	}
+	b = append(b, s[start:]...)
+	return append(b, '"')
 }
 
 // checkText returns why s cannot be stored in a text or jsonb string, or "".

@@ -5,9 +5,13 @@
 -- $1 stream_id, $2 stream_type, $3 expected version (-1 any, -2 the stream
 -- exists, >= 0 exactly that version), then one array element per event:
 -- $4 event ids, $5 types, $6 schema versions, $7 data, $8 metadata.
+-- $9 true when it runs in one pipeline with the lock, before the lock's
+-- order check is known: it then writes only if the transaction has no
+-- transaction id yet, in which case the lock cannot be an order risk.
 --
 -- Returns the version found, whether the stream type and the version
--- matched, and of the rows inserted (none unless both matched) the count,
+-- matched, whether it could write ($9), and of the rows inserted (none
+-- unless all three hold) the count,
 -- the transaction id, the last position and the recording time.
 WITH last AS MATERIALIZED (
     SELECT e.version, e.stream_type
@@ -23,18 +27,19 @@ WITH last AS MATERIALIZED (
            CASE WHEN $3::bigint = -1 THEN true
                 WHEN $3::bigint = -2 THEN cur.version > 0
                 ELSE cur.version = $3::bigint
-           END AS version_ok
+           END AS version_ok,
+           ($9::boolean IS NOT TRUE OR pg_current_xact_id_if_assigned() IS NULL) AS may_write
     FROM cur
 ), ins AS (
     INSERT INTO {{.schema}}.events (stream_id, stream_type, version, event_id, type, schema_version, data, metadata)
     SELECT $1::text, $2::text, ok.version + r.n, r.id, r.type, r.schema_version, r.data, r.metadata
     FROM ok, unnest($4::text[], $5::text[], $6::integer[], $7::jsonb[], $8::jsonb[])
         WITH ORDINALITY AS r(id, type, schema_version, data, metadata, n)
-    WHERE ok.type_ok AND ok.version_ok
+    WHERE ok.type_ok AND ok.version_ok AND ok.may_write
     ORDER BY r.n
     RETURNING tx_id, position, recorded_at
 )
-SELECT ok.version, ok.type_ok, ok.version_ok,
+SELECT ok.version, ok.type_ok, ok.version_ok, ok.may_write,
        (SELECT count(*) FROM ins),
        coalesce((SELECT tx_id FROM ins LIMIT 1), '0'::xid8),
        coalesce((SELECT max(position) FROM ins), 0),
