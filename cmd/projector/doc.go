@@ -1,5 +1,17 @@
 // Command projector builds read models from dtx events, committing each update with
-// its checkpoint in one PostgreSQL transaction. It shares its configuration, admin
-// endpoints and lifecycle with every dtx binary (see internal/service); run it with
-// --help for its settings.
+// its checkpoint in one PostgreSQL transaction (package pkg/projection). It runs the
+// built-in stream_summaries projection over the event types of --event-types, and with
+// --rebuild rebuilds it by shadow table and swap while the live projection runs.
+//
+// It reads the event store's global log; consuming events from Kafka is not built yet.
+// It shares its configuration, admin endpoints and lifecycle with every dtx binary (see
+// internal/service); run it with --help for its settings.
+//
+// # How it fails
+//
+// A failed batch rolls back with its checkpoint and is retried, so a crash or kill
+// applies nothing twice and loses nothing: the next start resumes after the last
+// committed batch. On SIGTERM the batch in flight commits or rolls back as a whole. A
+// failed or interrupted rebuild is logged and leaves the live table untouched; the next
+// --rebuild resumes it.
 package main

@@ -26,7 +26,8 @@ type Projection interface {
 	Name() string
 
 	// Handles lists the event types Apply handles. Events of other types
-	// are skipped and counted, never given to Apply.
+	// are skipped and counted, never given to Apply. A list holding AllTypes
+	// ("*") handles every type.
 	Handles() []string
 
 	// Apply writes the effect of ev with tx. It must not commit or roll

@@ -129,7 +129,7 @@ type rebuild struct {
 	reader   *txlog.Reader[struct{}] // the rebuild reader's checkpoint
 	live     *txlog.Reader[struct{}] // the live projection's checkpoint
 	shadow   Projection
-	handled  map[string]bool
+	handled  typeSet
 	position eventstore.Position // the shadow tables' checkpoint
 }
 
@@ -257,7 +257,7 @@ func (rb *rebuild) catchUp(ctx context.Context) error {
 // apply applies the handled events to the shadow tables.
 func (rb *rebuild) apply(ctx context.Context, tx pgx.Tx, events []eventstore.RecordedEvent) error {
 	for _, ev := range events {
-		if !rb.handled[ev.Type] {
+		if !rb.handled.has(ev.Type) {
 			continue
 		}
 		if err := rb.shadow.Apply(ctx, tx, ev); err != nil {

@@ -213,7 +213,7 @@ func (r *Runner) run(ctx context.Context, p Projection) error {
 // replica just committed would apply the overlap again. Locking the
 // checkpoint before any effect also orders replicas' batches, so they do
 // not deadlock on the read model's rows.
-func (r *Runner) handler(name string, handled map[string]bool, apply ApplyFunc) postgres.HandlerFunc {
+func (r *Runner) handler(name string, handled typeSet, apply ApplyFunc) postgres.HandlerFunc {
 	applied := r.m.applied.WithLabelValues(name)
 	lag := r.m.lag.WithLabelValues(name)
 	lock := lockCheckpointQuery(r.store.Config().Schema)
@@ -229,7 +229,7 @@ func (r *Runner) handler(name string, handled map[string]bool, apply ApplyFunc) 
 			}
 			batch = tx
 		}
-		if handled[ev.Type] {
+		if handled.has(ev.Type) {
 			if err := apply(ctx, tx, ev); err != nil {
 				return err
 			}
@@ -261,8 +261,17 @@ func sleep(ctx context.Context, d time.Duration) bool {
 	}
 }
 
-func handledSet(p Projection) map[string]bool {
-	set := make(map[string]bool)
+// AllTypes in a projection's Handles means every event type.
+const AllTypes = "*"
+
+// typeSet is the event types a projection handles.
+type typeSet map[string]bool
+
+// has reports whether the projection handles events of type typ.
+func (s typeSet) has(typ string) bool { return s[AllTypes] || s[typ] }
+
+func handledSet(p Projection) typeSet {
+	set := make(typeSet)
 	for _, t := range p.Handles() {
 		set[t] = true
 	}
