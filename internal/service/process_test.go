@@ -1,8 +1,6 @@
 package service_test
 
 import (
-	"bufio"
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -13,7 +11,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -24,6 +21,7 @@ import (
 	"github.com/vextrus/dtx/internal/service"
 	"github.com/vextrus/dtx/internal/testkit/kafkatest"
 	"github.com/vextrus/dtx/internal/testkit/pgtest"
+	"github.com/vextrus/dtx/internal/testkit/proctest"
 )
 
 // binDir holds the binaries built once for this package's tests.
@@ -54,64 +52,9 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// logs collects a process's JSON log lines and lets a test wait for one.
-type logs struct {
-	mu    sync.Mutex
-	lines []map[string]any
-	raw   bytes.Buffer
-	cond  chan struct{}
-}
-
-func newLogs() *logs { return &logs{cond: make(chan struct{})} }
-
-func (l *logs) consume(r io.Reader) {
-	sc := bufio.NewScanner(r)
-	for sc.Scan() {
-		var rec map[string]any
-		_ = json.Unmarshal(sc.Bytes(), &rec)
-		l.mu.Lock()
-		l.raw.Write(sc.Bytes())
-		l.raw.WriteByte('\n')
-		if rec != nil {
-			l.lines = append(l.lines, rec)
-		}
-		close(l.cond)
-		l.cond = make(chan struct{})
-		l.mu.Unlock()
-	}
-}
-
-func (l *logs) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.raw.String()
-}
-
-// waitFor returns the first log record whose msg is msg.
-func (l *logs) waitFor(t *testing.T, msg string, timeout time.Duration) map[string]any {
-	t.Helper()
-	deadline := time.After(timeout)
-	for {
-		l.mu.Lock()
-		for _, rec := range l.lines {
-			if rec["msg"] == msg {
-				l.mu.Unlock()
-				return rec
-			}
-		}
-		wait := l.cond
-		l.mu.Unlock()
-		select {
-		case <-wait:
-		case <-deadline:
-			t.Fatalf("no log line %q within %s; logs:\n%s", msg, timeout, l.String())
-		}
-	}
-}
-
 type proc struct {
 	cmd   *exec.Cmd
-	logs  *logs
+	logs  *proctest.Logs
 	admin string
 	done  chan error
 }
@@ -128,9 +71,9 @@ func start(t *testing.T, binary string, env map[string]string, args ...string) *
 	stderr, err := cmd.StderrPipe()
 	require.NoError(t, err)
 	require.NoError(t, cmd.Start())
-	p := &proc{cmd: cmd, logs: newLogs(), done: make(chan error, 1)}
+	p := &proc{cmd: cmd, logs: proctest.NewLogs(), done: make(chan error, 1)}
 	readDone := make(chan struct{})
-	go func() { p.logs.consume(stderr); close(readDone) }()
+	go func() { p.logs.Consume(stderr); close(readDone) }()
 	go func() { <-readDone; p.done <- cmd.Wait() }()
 	t.Cleanup(func() {
 		if cmd.ProcessState == nil {
@@ -140,7 +83,7 @@ func start(t *testing.T, binary string, env map[string]string, args ...string) *
 			}
 		}
 	})
-	rec := p.logs.waitFor(t, "admin server listening", 30*time.Second)
+	rec := p.logs.WaitFor(t, "admin server listening", 30*time.Second)
 	p.admin = "http://" + rec["addr"].(string)
 	return p
 }
@@ -197,7 +140,7 @@ func TestBinariesStartReadyAndDrain(t *testing.T) {
 			env := baseEnv(pgtest.URL(), pgtest.NewSchemaName(t))
 			env["DTX_MIGRATE"] = "true"
 			p := start(t, binary, env)
-			p.logs.waitFor(t, "ready", 60*time.Second)
+			p.logs.WaitFor(t, "ready", 60*time.Second)
 
 			code, body := get(t, p.admin+"/healthz")
 			require.Equal(t, http.StatusOK, code, body)
@@ -212,7 +155,7 @@ func TestBinariesStartReadyAndDrain(t *testing.T) {
 			exit, took := p.stop(t, 15*time.Second)
 			require.Equal(t, 0, exit, p.logs.String())
 			require.Less(t, took, 10*time.Second, "exit within the drain timeout")
-			p.logs.waitFor(t, "stopped cleanly", time.Second)
+			p.logs.WaitFor(t, "stopped cleanly", time.Second)
 		})
 	}
 }
@@ -223,7 +166,7 @@ func TestReadyzFollowsPostgres(t *testing.T) {
 	t.Parallel()
 	cluster := pgtest.NewCluster(t)
 	p := start(t, "outbox-relay", baseEnv(cluster.URL(), "dtx"))
-	p.logs.waitFor(t, "ready", 60*time.Second)
+	p.logs.WaitFor(t, "ready", 60*time.Second)
 	code, body := get(t, p.admin+"/readyz")
 	require.Equal(t, http.StatusOK, code, body)
 

@@ -28,7 +28,7 @@ func TestBrokerStoppedAndRestarted(t *testing.T) {
 
 	p := startRelay(t, relayOpts{name: "relay-broker", dbURL: db.url, schema: db.schema, brokers: broker.Addr(),
 		batchSize: batchSize, leaseDuration: time.Second})
-	p.logs.waitFor(t, msgAcquired, 30*time.Second)
+	p.logs.WaitFor(t, msgAcquired, 30*time.Second)
 	j := newJournal("broker")
 	w := startWriter(t, db, topic, j)
 	p.waitMetric(t, published, 30*time.Second, func(v float64) bool { return v >= 200 })

@@ -29,7 +29,7 @@ func TestKillNineMidBatchUnderLoad(t *testing.T) {
 	w := startWriter(t, db, topic, j)
 	for range kills {
 		p := startRelay(t, opts)
-		p.logs.waitFor(t, msgAcquired, 30*time.Second)
+		p.logs.WaitFor(t, msgAcquired, 30*time.Second)
 		p.waitMetric(t, "dtx_relay_published_total", 30*time.Second, func(v float64) bool { return v > 0 })
 		// The fault's moment, not a wait for something: anywhere in the
 		// relay's read, produce, checkpoint cycle.

@@ -63,7 +63,7 @@ func TestLateCommit(t *testing.T) {
 	topic := kafkatest.TopicName(t)
 	createTopic(t, brokers, topic, nil)
 	p := startRelay(t, relayOpts{name: "relay-late", dbURL: db.url, schema: db.schema, brokers: joinBrokers(brokers)})
-	p.logs.waitFor(t, msgAcquired, 30*time.Second)
+	p.logs.WaitFor(t, msgAcquired, 30*time.Second)
 
 	lc := &lateCommit{db: db, topic: topic, j: newJournal("late")}
 	lc.run(t, func() {

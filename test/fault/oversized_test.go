@@ -21,7 +21,7 @@ func TestOversizedRowIsRejected(t *testing.T) {
 	maxBytes := "10000"
 	createTopic(t, brokers, topic, map[string]*string{"max.message.bytes": &maxBytes})
 	p := startRelay(t, relayOpts{name: "relay-oversized", dbURL: db.url, schema: db.schema, brokers: joinBrokers(brokers)})
-	p.logs.waitFor(t, msgAcquired, 30*time.Second)
+	p.logs.WaitFor(t, msgAcquired, 30*time.Second)
 
 	j := newJournal("big")
 	for range 5 {
@@ -44,7 +44,7 @@ func TestOversizedRowIsRejected(t *testing.T) {
 		commitTx(t, db, topic, j, 100, "a", "b", "a")
 	}
 
-	p.logs.waitFor(t, msgRejected, 30*time.Second)
+	p.logs.WaitFor(t, msgRejected, 30*time.Second)
 	var id, reason string
 	require.NoError(t, db.pool.QueryRow(ctx, "SELECT headers->>'ce_id', reason FROM "+db.qualified("outbox_rejected")).Scan(&id, &reason))
 	require.Equal(t, big.id, id)

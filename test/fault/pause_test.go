@@ -33,9 +33,9 @@ func TestPausedLeaderPublishesNothingMoreAfterTakeover(t *testing.T) {
 	const published, isLeader = "dtx_relay_published_total", "dtx_relay_is_leader"
 
 	old := startRelay(t, opts("relay-a"))
-	old.logs.waitFor(t, msgAcquired, 30*time.Second)
+	old.logs.WaitFor(t, msgAcquired, 30*time.Second)
 	standby := startRelay(t, opts("relay-b"))
-	standby.logs.waitFor(t, "ready", 30*time.Second)
+	standby.logs.WaitFor(t, "ready", 30*time.Second)
 	require.Zero(t, standby.metric(t, isLeader))
 
 	j := newJournal("pause")
@@ -47,7 +47,7 @@ func TestPausedLeaderPublishesNothingMoreAfterTakeover(t *testing.T) {
 	atStop := old.metric(t, published)
 	old.signal(t, syscall.SIGSTOP)
 	stoppedAt := time.Now()
-	standby.logs.waitFor(t, msgAcquired, 30*time.Second)
+	standby.logs.WaitFor(t, msgAcquired, 30*time.Second)
 	tookOver := time.Since(stoppedAt)
 	standby.waitMetric(t, published, 30*time.Second, func(v float64) bool { return v >= 100 })
 	// The database grants the lease only once the old one has expired, so the
@@ -58,7 +58,7 @@ func TestPausedLeaderPublishesNothingMoreAfterTakeover(t *testing.T) {
 
 	old.signal(t, syscall.SIGCONT)
 	old.waitMetric(t, isLeader, 30*time.Second, func(v float64) bool { return v == 0 })
-	old.logs.waitFor(t, msgLost, 10*time.Second)
+	old.logs.WaitFor(t, msgLost, 10*time.Second)
 	afterResume := old.metric(t, published)
 	t.Logf("old leader: published %v at SIGSTOP, %v after SIGCONT (paused %s; standby took over after %s)",
 		atStop, afterResume, time.Since(stoppedAt).Round(time.Millisecond), tookOver.Round(time.Millisecond))

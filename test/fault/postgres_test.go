@@ -28,7 +28,7 @@ func TestPostgresRestarted(t *testing.T) {
 
 	p := startRelay(t, relayOpts{name: "relay-pg", dbURL: db.url, schema: db.schema, brokers: joinBrokers(brokers),
 		batchSize: batchSize, leaseDuration: time.Second})
-	p.logs.waitFor(t, msgAcquired, 30*time.Second)
+	p.logs.WaitFor(t, msgAcquired, 30*time.Second)
 	j := newJournal("pg")
 	w := startWriter(t, db, topic, j)
 	p.waitMetric(t, published, 30*time.Second, func(v float64) bool { return v >= 200 })
@@ -41,7 +41,7 @@ func TestPostgresRestarted(t *testing.T) {
 
 	// The relay takes its lease again and publishes what the writer commits
 	// after the restart.
-	p.logs.waitForNth(t, msgAcquired, 2, 60*time.Second)
+	p.logs.WaitForNth(t, msgAcquired, 2, 60*time.Second)
 	before := p.metric(t, published)
 	p.waitMetric(t, published, 60*time.Second, func(v float64) bool { return v >= before+200 })
 	w.stop()

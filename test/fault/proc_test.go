@@ -1,10 +1,8 @@
 package fault
 
 import (
-	"bufio"
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -14,77 +12,14 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/vextrus/dtx/internal/testkit/proctest"
 )
-
-// logs collects a process's JSON log lines and lets a test wait for one.
-type logs struct {
-	mu    sync.Mutex
-	lines []map[string]any
-	raw   bytes.Buffer
-	cond  chan struct{}
-}
-
-func newLogs() *logs { return &logs{cond: make(chan struct{})} }
-
-func (l *logs) consume(r io.Reader) {
-	sc := bufio.NewScanner(r)
-	sc.Buffer(make([]byte, 64<<10), 1<<20)
-	for sc.Scan() {
-		var rec map[string]any
-		_ = json.Unmarshal(sc.Bytes(), &rec) // A line that is not JSON is kept raw only.
-		l.mu.Lock()
-		l.raw.Write(sc.Bytes())
-		l.raw.WriteByte('\n')
-		if rec != nil {
-			l.lines = append(l.lines, rec)
-		}
-		close(l.cond)
-		l.cond = make(chan struct{})
-		l.mu.Unlock()
-	}
-}
-
-func (l *logs) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.raw.String()
-}
-
-// waitForNth returns the n-th (from 1) log record whose message is msg.
-func (l *logs) waitForNth(t *testing.T, msg string, n int, timeout time.Duration) map[string]any {
-	t.Helper()
-	deadline := time.After(timeout)
-	for {
-		l.mu.Lock()
-		seen := 0
-		for _, rec := range l.lines {
-			if rec["msg"] == msg {
-				if seen++; seen == n {
-					l.mu.Unlock()
-					return rec
-				}
-			}
-		}
-		wait := l.cond
-		l.mu.Unlock()
-		select {
-		case <-wait:
-		case <-deadline:
-			t.Fatalf("no log line %q (#%d) within %s; logs:\n%s", msg, n, timeout, l.String())
-		}
-	}
-}
-
-func (l *logs) waitFor(t *testing.T, msg string, timeout time.Duration) map[string]any {
-	t.Helper()
-	return l.waitForNth(t, msg, 1, timeout)
-}
 
 // Log messages of the relay the tests wait for.
 const (
@@ -107,7 +42,7 @@ type relayOpts struct {
 type relayProc struct {
 	name  string
 	cmd   *exec.Cmd
-	logs  *logs
+	logs  *proctest.Logs
 	admin string
 	done  chan struct{} // closed once the process has exited and its log is read
 }
@@ -139,9 +74,9 @@ func startRelay(t *testing.T, o relayOpts) *relayProc {
 	stderr, err := cmd.StderrPipe()
 	require.NoError(t, err)
 	require.NoError(t, cmd.Start())
-	p := &relayProc{name: o.name, cmd: cmd, logs: newLogs(), done: make(chan struct{})}
+	p := &relayProc{name: o.name, cmd: cmd, logs: proctest.NewLogs(), done: make(chan struct{})}
 	go func() {
-		p.logs.consume(stderr)
+		p.logs.Consume(stderr)
 		_ = cmd.Wait() // The exit status is read from cmd.ProcessState.
 		close(p.done)
 	}()
@@ -153,7 +88,7 @@ func startRelay(t *testing.T, o relayOpts) *relayProc {
 			t.Logf("log of relay %s:\n%s", p.name, p.logs.String())
 		}
 	})
-	rec := p.logs.waitFor(t, msgAdminListening, 30*time.Second)
+	rec := p.logs.WaitFor(t, msgAdminListening, 30*time.Second)
 	p.admin = "http://" + rec["addr"].(string)
 	return p
 }

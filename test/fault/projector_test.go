@@ -20,6 +20,7 @@ import (
 
 	"github.com/vextrus/dtx/internal/testkit/kafkatest"
 	"github.com/vextrus/dtx/internal/testkit/pgtest"
+	"github.com/vextrus/dtx/internal/testkit/proctest"
 	"github.com/vextrus/dtx/pkg/eventstore"
 	"github.com/vextrus/dtx/pkg/eventstore/postgres"
 	"github.com/vextrus/dtx/pkg/projection"
@@ -66,9 +67,9 @@ func startProjector(t *testing.T, name, schema string, batchSize int, args ...st
 	stderr, err := cmd.StderrPipe()
 	require.NoError(t, err)
 	require.NoError(t, cmd.Start())
-	p := &relayProc{name: name, cmd: cmd, logs: newLogs(), done: make(chan struct{})}
+	p := &relayProc{name: name, cmd: cmd, logs: proctest.NewLogs(), done: make(chan struct{})}
 	go func() {
-		p.logs.consume(stderr)
+		p.logs.Consume(stderr)
 		_ = cmd.Wait()
 		close(p.done)
 	}()
@@ -80,9 +81,9 @@ func startProjector(t *testing.T, name, schema string, batchSize int, args ...st
 			t.Logf("log of projector %s:\n%s", p.name, p.logs.String())
 		}
 	})
-	rec := p.logs.waitFor(t, msgAdminListening, 30*time.Second)
+	rec := p.logs.WaitFor(t, msgAdminListening, 30*time.Second)
 	p.admin = "http://" + rec["addr"].(string)
-	p.logs.waitFor(t, msgProjectorRunning, 30*time.Second)
+	p.logs.WaitFor(t, msgProjectorRunning, 30*time.Second)
 	return p
 }
 
@@ -273,7 +274,7 @@ func TestProjectorKillNineWhileAppending(t *testing.T) {
 	final.stop(t)
 
 	rebuilt := startProjector(t, "projector-rebuild", db.Name, batchSize, "--rebuild")
-	rebuilt.logs.waitFor(t, msgRebuildDone, 60*time.Second)
+	rebuilt.logs.WaitFor(t, msgRebuildDone, 60*time.Second)
 	missing, unexpected = summaryDiff(t, db)
 	require.Zero(t, missing, "rebuilt summaries missing or different")
 	require.Zero(t, unexpected, "rebuilt summaries not derived from the events")
