@@ -126,3 +126,36 @@ func (s *Sweeper) Stop() {
 	<-s.done
 	s.stop, s.done = nil, nil
 }
+
+// The defaults and limits every dtx sweeper shares (inbox, idempotency keys,
+// log retention), so their settings read and validate alike.
+const (
+	DefaultInterval  = time.Minute
+	MinInterval      = time.Second
+	MaxInterval      = 24 * time.Hour
+	DefaultBatchSize = 1000
+	MaxBatchSize     = 100_000
+)
+
+// SetDefaults fills a zero interval or batch size with the defaults.
+func SetDefaults(interval *time.Duration, batchSize *int) {
+	if *interval == 0 {
+		*interval = DefaultInterval
+	}
+	if *batchSize == 0 {
+		*batchSize = DefaultBatchSize
+	}
+}
+
+// Validate checks interval and batchSize against the limits; its errors
+// start with prefix and name the caller's fields.
+func Validate(prefix, intervalField, batchField string, interval time.Duration, batchSize int) []error {
+	var errs []error
+	if interval < MinInterval || interval > MaxInterval {
+		errs = append(errs, fmt.Errorf("%s%s: %s is outside %s..%s", prefix, intervalField, interval, MinInterval, MaxInterval))
+	}
+	if batchSize < 1 || batchSize > MaxBatchSize {
+		errs = append(errs, fmt.Errorf("%s%s: %d is outside 1..%d", prefix, batchField, batchSize, MaxBatchSize))
+	}
+	return errs
+}

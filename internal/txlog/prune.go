@@ -3,7 +3,6 @@ package txlog
 import (
 	"context"
 	"errors"
-	"fmt"
 	"log/slog"
 	"time"
 
@@ -14,12 +13,12 @@ import (
 const (
 	// DefaultPruneInterval is the pause between two prunes when
 	// PrunerConfig.Interval is zero.
-	DefaultPruneInterval = time.Minute
+	DefaultPruneInterval = sweep.DefaultInterval
 	// DefaultPruneBatchSize is the most rows one prune statement deletes when
 	// PrunerConfig.BatchSize is zero.
-	DefaultPruneBatchSize = 1000
+	DefaultPruneBatchSize = sweep.DefaultBatchSize
 	// MaxPruneBatchSize is the largest PrunerConfig.BatchSize accepted.
-	MaxPruneBatchSize = 100_000
+	MaxPruneBatchSize = sweep.MaxBatchSize
 )
 
 // PrunerConfig configures a Pruner.
@@ -51,12 +50,7 @@ func (c *PrunerConfig) setDefaults() {
 	if c.Schema == "" {
 		c.Schema = DefaultSchema
 	}
-	if c.Interval == 0 {
-		c.Interval = DefaultPruneInterval
-	}
-	if c.BatchSize == 0 {
-		c.BatchSize = DefaultPruneBatchSize
-	}
+	sweep.SetDefaults(&c.Interval, &c.BatchSize)
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -64,12 +58,7 @@ func (c *PrunerConfig) setDefaults() {
 
 func (c *PrunerConfig) validate() error {
 	errs := validateTable("txlog: ", c.Schema, c.Log)
-	if c.Interval < time.Second || c.Interval > 24*time.Hour {
-		errs = append(errs, fmt.Errorf("txlog: Interval: %s is outside 1s..24h", c.Interval))
-	}
-	if c.BatchSize < 1 || c.BatchSize > MaxPruneBatchSize {
-		errs = append(errs, fmt.Errorf("txlog: BatchSize: %d is outside 1..%d", c.BatchSize, MaxPruneBatchSize))
-	}
+	errs = append(errs, sweep.Validate("txlog: ", "Interval", "BatchSize", c.Interval, c.BatchSize)...)
 	return errors.Join(errs...)
 }
 

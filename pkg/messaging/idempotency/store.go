@@ -32,12 +32,12 @@ const (
 	MinRunningTimeout = time.Second
 	// DefaultSweepInterval is the pause between sweeps when
 	// Config.SweepInterval is zero.
-	DefaultSweepInterval = time.Minute
+	DefaultSweepInterval = sweep.DefaultInterval
 	// DefaultSweepBatchSize is the most rows one sweep statement deletes when
 	// Config.SweepBatchSize is zero.
-	DefaultSweepBatchSize = 1000
+	DefaultSweepBatchSize = sweep.DefaultBatchSize
 	// MaxSweepBatchSize is the largest Config.SweepBatchSize accepted.
-	MaxSweepBatchSize = 100_000
+	MaxSweepBatchSize = sweep.MaxBatchSize
 )
 
 // endTimeout bounds the statements that clean up after a request, which run
@@ -92,12 +92,7 @@ func (c *Config) setDefaults() {
 	if c.RunningTimeout == 0 {
 		c.RunningTimeout = DefaultRunningTimeout
 	}
-	if c.SweepInterval == 0 {
-		c.SweepInterval = DefaultSweepInterval
-	}
-	if c.SweepBatchSize == 0 {
-		c.SweepBatchSize = DefaultSweepBatchSize
-	}
+	sweep.SetDefaults(&c.SweepInterval, &c.SweepBatchSize)
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -117,12 +112,7 @@ func (c *Config) validate() error {
 	case c.RunningTimeout >= c.TTL:
 		errs = append(errs, fmt.Errorf("idempotency: RunningTimeout: %s is not shorter than TTL (%s)", c.RunningTimeout, c.TTL))
 	}
-	if c.SweepInterval < time.Second || c.SweepInterval > 24*time.Hour {
-		errs = append(errs, fmt.Errorf("idempotency: SweepInterval: %s is outside 1s..24h", c.SweepInterval))
-	}
-	if c.SweepBatchSize < 1 || c.SweepBatchSize > MaxSweepBatchSize {
-		errs = append(errs, fmt.Errorf("idempotency: SweepBatchSize: %d is outside 1..%d", c.SweepBatchSize, MaxSweepBatchSize))
-	}
+	errs = append(errs, sweep.Validate("idempotency: ", "SweepInterval", "SweepBatchSize", c.SweepInterval, c.SweepBatchSize)...)
 	return errors.Join(errs...)
 }
 

@@ -28,12 +28,12 @@ const (
 	// MinRetention is the shortest Config.Retention accepted.
 	MinRetention = time.Hour
 	// DefaultSweepInterval is the pause between sweeps when Config.SweepInterval is zero.
-	DefaultSweepInterval = time.Minute
+	DefaultSweepInterval = sweep.DefaultInterval
 	// DefaultSweepBatchSize is the most rows one sweep statement deletes when
 	// Config.SweepBatchSize is zero.
-	DefaultSweepBatchSize = 1000
+	DefaultSweepBatchSize = sweep.DefaultBatchSize
 	// MaxSweepBatchSize is the largest Config.SweepBatchSize accepted.
-	MaxSweepBatchSize = 100_000
+	MaxSweepBatchSize = sweep.MaxBatchSize
 	// MaxConsumerLen is the longest consumer name, in bytes.
 	MaxConsumerLen = 255
 	// MaxMessageIDLen is the longest message id, in bytes.
@@ -100,12 +100,7 @@ func (c *Config) setDefaults() {
 	if c.Retention == 0 {
 		c.Retention = DefaultRetention
 	}
-	if c.SweepInterval == 0 {
-		c.SweepInterval = DefaultSweepInterval
-	}
-	if c.SweepBatchSize == 0 {
-		c.SweepBatchSize = DefaultSweepBatchSize
-	}
+	sweep.SetDefaults(&c.SweepInterval, &c.SweepBatchSize)
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -122,12 +117,7 @@ func (c *Config) validate() error {
 	if c.Retention < MinRetention {
 		errs = append(errs, fmt.Errorf("inbox: Retention: %s is shorter than %s", c.Retention, MinRetention))
 	}
-	if c.SweepInterval < time.Second || c.SweepInterval > 24*time.Hour {
-		errs = append(errs, fmt.Errorf("inbox: SweepInterval: %s is outside 1s..24h", c.SweepInterval))
-	}
-	if c.SweepBatchSize < 1 || c.SweepBatchSize > MaxSweepBatchSize {
-		errs = append(errs, fmt.Errorf("inbox: SweepBatchSize: %d is outside 1..%d", c.SweepBatchSize, MaxSweepBatchSize))
-	}
+	errs = append(errs, sweep.Validate("inbox: ", "SweepInterval", "SweepBatchSize", c.SweepInterval, c.SweepBatchSize)...)
 	return errors.Join(errs...)
 }
 
