@@ -1,0 +1,627 @@
+package participant
+
+import (
+	"context"
+	"embed"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"time"
+	"unicode"
+	"unicode/utf8"
+
+	"github.com/ThreeDotsLabs/watermill/message"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/otel/propagation"
+
+	"github.com/vextrus/dtx/internal/migrate"
+	"github.com/vextrus/dtx/internal/sqlfile"
+	"github.com/vextrus/dtx/pkg/messaging"
+	"github.com/vextrus/dtx/pkg/messaging/inbox"
+	"github.com/vextrus/dtx/pkg/messaging/middleware"
+	"github.com/vextrus/dtx/pkg/messaging/outbox"
+	"github.com/vextrus/dtx/pkg/saga"
+)
+
+// Defaults and limits of Config.
+const (
+	// DefaultSchema is the schema of the barrier table when Config.Schema
+	// is empty.
+	DefaultSchema = migrate.DefaultSchema
+	// MaxNameLen is the longest Config.Name, in bytes.
+	MaxNameLen = 255
+	// DefaultSourcePrefix starts Config.Source when it is empty: the
+	// default source is DefaultSourcePrefix followed by Config.Name.
+	DefaultSourcePrefix = "/dtx/participant/"
+)
+
+// lockSeed is the seed of hashtextextended for the barrier's lock ids, so
+// that they rarely collide with other advisory locks. A collision costs
+// waiting, never correctness.
+const lockSeed int64 = 0x6474787061727469 // "dtxparti"
+
+// pruneBatch is the most rows one statement of Prune deletes.
+const pruneBatch = 1000
+
+// endTimeout bounds a rollback, which runs even when the message's context
+// has ended.
+const endTimeout = 5 * time.Second
+
+// savepoint is taken before an action's handler runs, so that a rejection
+// discards the handler's writes and keeps the barrier row.
+const savepoint = "dtx_participant_action"
+
+// ErrIsolation is wrapped by the error of a command handled in a REPEATABLE
+// READ transaction: the barrier needs each statement to see what the
+// transactions it waited for committed, which READ COMMITTED gives and
+// SERIALIZABLE checks. Nothing was decided; roll the transaction back.
+var ErrIsolation = errors.New("participant: the barrier needs a READ COMMITTED or SERIALIZABLE transaction")
+
+// ErrInvalidReply is wrapped by the error of an action handler that returned
+// a Reply, or a Reject, without a type. It is marked messaging.Permanent:
+// the command is dead-lettered, to be replayed once the handler is fixed.
+var ErrInvalidReply = errors.New("participant: invalid reply")
+
+// Config configures a Participant.
+type Config struct {
+	// Name names the participating service in the barrier table, e.g.
+	// "payments". Replicas of one service share it; services sharing a
+	// schema need different names. Required; 1 to MaxNameLen bytes of
+	// UTF-8 without control characters.
+	Name string
+
+	// Schema is the PostgreSQL schema holding the barrier table (and,
+	// normally, the outbox). Defaults to DefaultSchema ("dtx"); must pass
+	// migrate.ValidateSchemaName.
+	Schema string
+
+	// Outbox is the service's outbox, which writes the replies in the
+	// command's transaction; its Config.Registry, if any, validates them.
+	// Required.
+	Outbox *outbox.Outbox
+
+	// Source is the ce_source of replies, a URI reference. Defaults to
+	// DefaultSourcePrefix + Name ("/dtx/participant/<Name>").
+	Source string
+
+	// TxOptions are the options of the transaction Handle opens. Defaults
+	// to the zero value: READ COMMITTED, read-write. REPEATABLE READ is
+	// refused (see ErrIsolation); under SERIALIZABLE an action and its
+	// compensation handled at once may fail with a serialization failure,
+	// which is retried.
+	TxOptions pgx.TxOptions
+
+	// Propagator writes the trace context of the handling span (the span in
+	// the message's context) into each reply. Defaults to W3C Trace Context
+	// (propagation.TraceContext).
+	Propagator propagation.TextMapPropagator
+
+	// Logger receives refused actions (info) and every result (debug).
+	// Defaults to no logging.
+	Logger *slog.Logger
+}
+
+func (c *Config) setDefaults() {
+	if c.Schema == "" {
+		c.Schema = DefaultSchema
+	}
+	if c.Source == "" {
+		c.Source = DefaultSourcePrefix + c.Name
+	}
+	if c.Propagator == nil {
+		c.Propagator = propagation.TraceContext{}
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+}
+
+func (c *Config) validate() error {
+	var errs []error
+	if err := validateName(c.Name); err != nil {
+		errs = append(errs, fmt.Errorf("participant: Name: %w", err))
+	}
+	if err := migrate.ValidateSchemaName(c.Schema); err != nil {
+		errs = append(errs, fmt.Errorf("participant: Schema: %w", err))
+	}
+	if c.Outbox == nil {
+		errs = append(errs, errors.New("participant: Outbox: required"))
+	}
+	if _, err := messaging.NewEnvelope("dtx.participant.check", c.Source, nil); err != nil {
+		errs = append(errs, fmt.Errorf("participant: Source: %q is not a valid CloudEvents source: %w", c.Source, err))
+	}
+	if c.TxOptions.IsoLevel == pgx.RepeatableRead {
+		errs = append(errs, fmt.Errorf("participant: TxOptions: IsoLevel: %w", ErrIsolation))
+	}
+	return errors.Join(errs...)
+}
+
+// validateName checks a participant name against the barrier table and the
+// lock key: 1 to MaxNameLen bytes of UTF-8 without control characters.
+func validateName(s string) error {
+	switch {
+	case s == "":
+		return errors.New("must not be empty")
+	case len(s) > MaxNameLen:
+		return fmt.Errorf("is %d bytes long, more than %d", len(s), MaxNameLen)
+	case !utf8.ValidString(s):
+		return errors.New("is not valid UTF-8")
+	case strings.ContainsFunc(s, unicode.IsControl):
+		return errors.New("contains a control character")
+	}
+	return nil
+}
+
+//go:embed sql/*.sql
+var sqlFiles embed.FS
+
+// queries holds the package's SQL with the schema filled in.
+type queries struct {
+	lock, claim, settle, prune string
+}
+
+func loadQueries(schema string) (queries, error) {
+	l := sqlfile.NewLoader(sqlFiles, "sql", schema)
+	q := queries{lock: l.Load("lock.sql"), claim: l.Load("claim.sql"), settle: l.Load("settle.sql"), prune: l.Load("prune.sql")}
+	if err := l.Err(); err != nil {
+		return queries{}, fmt.Errorf("participant: %w", err)
+	}
+	return q, nil
+}
+
+// Result says what handling a command did.
+type Result int
+
+const (
+	// Applied means the action's handler ran; its effects and its reply
+	// committed with the barrier row.
+	Applied Result = iota + 1
+	// Rejected means the action's handler rejected the command (Reject); its
+	// writes were discarded, the failure reply committed with the barrier
+	// row.
+	Rejected
+	// Duplicate means the same phase of the step was handled before; nothing was
+	// done and no reply was sent.
+	Duplicate
+	// Refused means an action that came after the step's compensation; its
+	// handler did not run and no reply was sent.
+	Refused
+	// EmptyCompensation means a compensation with nothing to undo here, because
+	// the action never ran (not received yet, rejected or refused); its
+	// handler did not run, the success reply was sent.
+	EmptyCompensation
+	// Compensated means the compensation's handler undid an applied action; the
+	// success reply was sent.
+	Compensated
+)
+
+// String returns the result's name in snake case, as the metric label
+// "result" spells it.
+func (r Result) String() string {
+	switch r {
+	case Applied:
+		return "applied"
+	case Rejected:
+		return "rejected"
+	case Duplicate:
+		return "duplicate"
+	case Refused:
+		return "refused"
+	case EmptyCompensation:
+		return "empty_compensation"
+	case Compensated:
+		return "compensated"
+	}
+	return fmt.Sprintf("Result(%d)", int(r))
+}
+
+// Reply is what an action's handler answers: the reply's CloudEvents type,
+// one the saga step lists as success (or failure), and its payload.
+type Reply struct {
+	// Type is the reply's ce_type. Required.
+	Type string
+	// Data is the payload: a json.RawMessage is used as it is, nil means
+	// none, anything else is encoded with encoding/json (see
+	// messaging.NewEnvelope). The orchestrator merges it into the saga's
+	// data.
+	Data any
+}
+
+// RejectError is the error Reject returns: an action refused for a business
+// reason, answered with a failure reply.
+type RejectError struct {
+	// Reply is the failure reply.
+	Reply Reply
+}
+
+// Error implements error.
+func (e *RejectError) Error() string {
+	return "participant: action rejected with reply " + e.Reply.Type
+}
+
+// Reject returns the error an action's handler returns to refuse the command
+// for a business reason (insufficient funds, out of stock): the barrier
+// records the action as rejected and the reply of type replyType with data
+// commits with it, so the orchestrator compensates. Whatever the handler
+// wrote in the transaction before rejecting is discarded (the Participant
+// rolls back to a savepoint taken before the handler ran), also after a
+// failed statement, so a handler may try a write and reject when a
+// constraint refuses it. A later compensation of the step finds nothing to
+// undo and does not call its handler. The handler may wrap the error.
+func Reject(replyType string, data any) error {
+	return &RejectError{Reply: Reply{Type: replyType, Data: data}}
+}
+
+// ActionFunc runs a step's action in tx, the transaction that holds the
+// barrier row and will hold the reply, and returns the reply. ctx also
+// carries tx (inbox.TxFromContext), for code such as outbox.ContextPublisher.
+// Its effects must go through tx to happen once. It must not commit or roll
+// back tx. It returns Reject for a business failure; any other error rolls
+// the whole transaction back and is returned to the caller (the router's
+// retry and dead-letter middleware), so the command is handled again later.
+type ActionFunc func(ctx context.Context, tx pgx.Tx, cmd Command) (Reply, error)
+
+// CompensationFunc undoes, in tx, what the step's applied action did. It
+// runs only when the action was applied here. ctx also carries tx. Its error
+// rolls the transaction back and is returned; a compensation cannot be
+// rejected (Reject is an ordinary error here): it must succeed eventually.
+type CompensationFunc func(ctx context.Context, tx pgx.Tx, cmd Command) error
+
+type compensation struct {
+	replyType string
+	fn        CompensationFunc
+}
+
+// Participant handles a service's saga commands behind the barrier and
+// replies through the service's outbox, each command in one transaction. It
+// is safe for concurrent use.
+type Participant struct {
+	pool *pgxpool.Pool
+	cfg  Config
+	q    queries
+
+	mu            sync.RWMutex
+	actions       map[string]ActionFunc
+	compensations map[string]compensation
+
+	results *prometheus.CounterVec
+}
+
+// New returns a Participant named cfg.Name on pool. It checks cfg and fails
+// with an error naming every invalid field; it does not touch the database.
+// pool may be nil for a Participant used only through HandleTx, but Handle
+// and Prune need it.
+func New(pool *pgxpool.Pool, cfg Config) (*Participant, error) {
+	cfg.setDefaults()
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	q, err := loadQueries(cfg.Schema)
+	if err != nil {
+		return nil, err
+	}
+	results := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "dtx_participant_commands_total",
+		Help: "Saga commands a participant handled, by result: applied, rejected, duplicate, refused, " +
+			"empty_compensation, compensated. Counted when handling returns, before the commit.",
+		ConstLabels: prometheus.Labels{"participant": cfg.Name},
+	}, []string{"result"})
+	for r := Applied; r <= Compensated; r++ {
+		results.WithLabelValues(r.String())
+	}
+	return &Participant{
+		pool: pool, cfg: cfg, q: q,
+		actions:       make(map[string]ActionFunc),
+		compensations: make(map[string]compensation),
+		results:       results,
+	}, nil
+}
+
+// Name returns the participant's name, Config.Name.
+func (p *Participant) Name() string { return p.cfg.Name }
+
+// Collector returns the Participant's metrics for registration with a
+// Prometheus registry: the counter
+// dtx_participant_commands_total{participant, result}.
+func (p *Participant) Collector() prometheus.Collector { return p.results }
+
+// Action registers fn as the handler of action commands of type
+// commandType. Like http.ServeMux, it panics on a programming error: an
+// empty type, a nil fn or a type already registered as an action.
+func (p *Participant) Action(commandType string, fn ActionFunc) {
+	if commandType == "" || fn == nil {
+		panic("participant: Action needs a command type and a function")
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if _, dup := p.actions[commandType]; dup {
+		panic("participant: action " + commandType + " registered twice")
+	}
+	p.actions[commandType] = fn
+}
+
+// Compensation registers fn as the handler of compensation commands of type
+// commandType; successReplyType is the type of the reply sent once the
+// compensation is done (or found nothing to undo). It panics on a
+// programming error: an empty type or reply type, a nil fn or a type
+// already registered as a compensation.
+func (p *Participant) Compensation(commandType, successReplyType string, fn CompensationFunc) {
+	if commandType == "" || successReplyType == "" || fn == nil {
+		panic("participant: Compensation needs a command type, a reply type and a function")
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if _, dup := p.compensations[commandType]; dup {
+		panic("participant: compensation " + commandType + " registered twice")
+	}
+	p.compensations[commandType] = compensation{replyType: successReplyType, fn: fn}
+}
+
+// Handle handles msg, a saga command, in a transaction of its own on the
+// pool (Config.TxOptions), begun with msg.Context(), and commits it. It is a
+// Watermill message.NoPublishHandlerFunc, for a router's
+// AddConsumerHandler (behind middleware.Standard, whose Validate middleware
+// it reuses the decoded envelope of).
+//
+// It returns nil once the command's outcome has committed, also for a
+// duplicate or a refused action, so the message is acked. A malformed or
+// unknown command fails with a permanent error (dead-lettered); a handler's
+// error or a database error rolls everything back and is returned for the
+// retry middleware to decide. A failed commit is returned too; if the commit
+// did in fact succeed, the redelivery is a duplicate.
+func (p *Participant) Handle(msg *message.Message) error {
+	_, err := p.handle(msg)
+	return err
+}
+
+func (p *Participant) handle(msg *message.Message) (_ Result, err error) {
+	if p.pool == nil {
+		return 0, errors.New("participant: Handle needs a pool: New was given none")
+	}
+	if msg == nil {
+		return 0, messaging.Permanent(fmt.Errorf("%w: nil message", ErrInvalidCommand))
+	}
+	ctx := msg.Context()
+	tx, err := p.pool.BeginTx(ctx, p.cfg.TxOptions)
+	if err != nil {
+		return 0, fmt.Errorf("participant %s: begin transaction: %w", p.cfg.Name, err)
+	}
+	ended := false
+	defer func() {
+		if !ended {
+			rollback(ctx, tx)
+		}
+	}()
+	res, err := p.HandleTx(ctx, tx, msg)
+	if err != nil {
+		return 0, err
+	}
+	ended = true // whatever Commit returns, the transaction has ended
+	if err := tx.Commit(ctx); err != nil {
+		return 0, fmt.Errorf("participant %s: commit command %q: %w", p.cfg.Name, msg.UUID, err)
+	}
+	return res, nil
+}
+
+// HandleTx is Handle in the caller's transaction tx, for a caller that
+// manages its own: it takes the step's lock, checks and records the barrier,
+// runs the handler and writes the reply to the outbox, all in tx, and
+// returns what happened. The caller commits tx when HandleTx returns nil and
+// must roll it back after any error: tx may hold part of the work.
+//
+// tx must be READ COMMITTED or SERIALIZABLE (else ErrIsolation). For per-key
+// order of the replies (see package outbox), HandleTx locks the reply's key
+// before writing anything; if tx wrote before, outbox.Config.KeyOrder
+// applies and HandleTx may fail with an error wrapping outbox.ErrKeyOrder:
+// roll back and retry. HandleTx takes and releases a savepoint in tx when it
+// runs an action's handler.
+func (p *Participant) HandleTx(ctx context.Context, tx pgx.Tx, msg *message.Message) (Result, error) {
+	if tx == nil {
+		return 0, errors.New("participant: HandleTx needs a transaction")
+	}
+	cmd, err := parseCommand(msg)
+	if err != nil {
+		return 0, err
+	}
+	res, err := p.handleCommand(ctx, tx, cmd)
+	if err != nil {
+		return 0, err
+	}
+	p.results.WithLabelValues(res.String()).Inc()
+	level := slog.LevelDebug
+	if res == Refused {
+		level = slog.LevelInfo
+	}
+	p.cfg.Logger.Log(ctx, level, "participant: saga command handled", "participant", p.cfg.Name,
+		"result", res.String(), "saga_id", cmd.SagaID, "step", cmd.Step, "phase", string(cmd.Phase),
+		"attempt", cmd.Attempt, "type", cmd.Type, "command_id", cmd.Envelope.ID)
+	return res, nil
+}
+
+func (p *Participant) handleCommand(ctx context.Context, tx pgx.Tx, cmd Command) (Result, error) {
+	var (
+		action ActionFunc
+		comp   compensation
+		ok     bool
+	)
+	p.mu.RLock()
+	if cmd.Phase == saga.PhaseAction {
+		action, ok = p.actions[cmd.Type]
+	} else {
+		comp, ok = p.compensations[cmd.Type]
+	}
+	p.mu.RUnlock()
+	if !ok {
+		return 0, messaging.Permanent(fmt.Errorf("%w: participant %s has no %s handler for %q (command %q)",
+			ErrUnknownCommand, p.cfg.Name, cmd.Phase, cmd.Type, cmd.Envelope.ID))
+	}
+	ctx = inbox.ContextWithTx(ctx, tx)
+
+	// One round trip: the reply key's lock (taken first, so that replies of
+	// one saga keep their commit order), the step's lock, the barrier row
+	// and, for an action, the savepoint its handler may roll back to.
+	var (
+		b          pgx.Batch
+		isolation  string
+		claimed    *string
+		other      *string
+		replyType  *string
+		hasHandler = cmd.Phase == saga.PhaseAction
+	)
+	check, err := p.cfg.Outbox.QueueLock(&b, cmd.ReplyTo, cmd.SagaID)
+	if err != nil {
+		return 0, messaging.Permanent(fmt.Errorf("%w %q: reply topic %q: %w", ErrInvalidCommand, cmd.Envelope.ID, cmd.ReplyTo, err))
+	}
+	if !hasHandler {
+		replyType = &comp.replyType
+	}
+	b.Queue(p.q.lock, p.cfg.Name, cmd.SagaID, cmd.Step, lockSeed).QueryRow(func(row pgx.Row) error {
+		return row.Scan(&isolation)
+	})
+	b.Queue(p.q.claim, p.cfg.Name, cmd.SagaID, cmd.Step, string(cmd.Phase), cmd.Envelope.ID, replyType).
+		QueryRow(func(row pgx.Row) error { return row.Scan(&claimed, &other) })
+	if hasHandler {
+		b.Queue("SAVEPOINT " + savepoint)
+	}
+	if err := tx.SendBatch(ctx, &b).Close(); err != nil {
+		return 0, p.errorf(cmd, "record the barrier", err)
+	}
+	if err := check(ctx, tx); err != nil {
+		return 0, p.errorf(cmd, "lock the reply key", err)
+	}
+	if isolation == "repeatable read" {
+		return 0, fmt.Errorf("participant %s: command %q: %w", p.cfg.Name, cmd.Envelope.ID, ErrIsolation)
+	}
+	if claimed == nil {
+		return Duplicate, nil
+	}
+
+	if cmd.Phase == saga.PhaseCompensation {
+		res := EmptyCompensation
+		if *claimed == outcomeApplied {
+			if err := comp.fn(ctx, tx, cmd); err != nil {
+				return 0, p.errorf(cmd, "compensation handler", err)
+			}
+			res = Compensated
+		}
+		if err := p.reply(ctx, tx, cmd, Reply{Type: comp.replyType}); err != nil {
+			return 0, err
+		}
+		return res, nil
+	}
+
+	if *claimed == outcomeRefused {
+		return Refused, nil
+	}
+	reply, err := action(ctx, tx, cmd)
+	res, outcome := Applied, outcomeApplied
+	if rej, ok := errors.AsType[*RejectError](err); ok {
+		reply, res, outcome = rej.Reply, Rejected, outcomeRejected
+	} else if err != nil {
+		return 0, p.errorf(cmd, "action handler", err)
+	}
+	if reply.Type == "" {
+		return 0, messaging.Permanent(fmt.Errorf("participant %s: command %q (type %q): the action handler's %s reply has no type: %w",
+			p.cfg.Name, cmd.Envelope.ID, cmd.Type, res, ErrInvalidReply))
+	}
+	if res == Rejected {
+		// On its own: the handler may have left the transaction aborted,
+		// and a batch prepares its statements before running any.
+		if _, err := tx.Exec(ctx, "ROLLBACK TO SAVEPOINT "+savepoint); err != nil {
+			return 0, p.errorf(cmd, "discard the rejected action's writes", err)
+		}
+	}
+	b = pgx.Batch{}
+	b.Queue("RELEASE SAVEPOINT " + savepoint)
+	b.Queue(p.q.settle, p.cfg.Name, cmd.SagaID, cmd.Step, outcome, reply.Type)
+	if err := tx.SendBatch(ctx, &b).Close(); err != nil {
+		return 0, p.errorf(cmd, "settle the barrier", err)
+	}
+	if err := p.reply(ctx, tx, cmd, reply); err != nil {
+		return 0, err
+	}
+	return res, nil
+}
+
+// Outcomes recorded in the barrier table.
+const (
+	outcomeApplied  = "applied"
+	outcomeRejected = "rejected"
+	outcomeRefused  = "refused"
+)
+
+// reply writes the reply to cmd to the outbox in tx.
+func (p *Participant) reply(ctx context.Context, tx pgx.Tx, cmd Command, r Reply) error {
+	env, err := messaging.NewEnvelope(r.Type, p.cfg.Source, r.Data)
+	if err != nil {
+		return messaging.Permanent(fmt.Errorf("participant %s: reply %q to command %q: %w: %w", p.cfg.Name, r.Type, cmd.Envelope.ID, ErrInvalidReply, err))
+	}
+	env = env.CausedBy(cmd.Envelope)
+	env.SagaID = cmd.SagaID
+	env.PartitionKey = cmd.SagaID
+	env.Extensions = map[string]string{
+		extension(saga.HeaderStep):    cmd.Step,
+		extension(saga.HeaderAttempt): cmd.attempt,
+		extension(saga.HeaderPhase):   string(cmd.Phase),
+	}
+	carrier := make(message.Metadata)
+	p.cfg.Propagator.Inject(ctx, middleware.MetadataCarrier(carrier))
+	env.TraceParent = carrier[messaging.HeaderTraceParent]
+	env.TraceState = carrier[messaging.HeaderTraceState]
+
+	if err := p.cfg.Outbox.WriteEnvelopes(ctx, tx, cmd.ReplyTo, env); err != nil {
+		if _, bad := errors.AsType[*outbox.MessageError](err); bad {
+			// The reply itself is at fault (schema, size): retrying cannot help.
+			err = messaging.Permanent(err)
+		}
+		return p.errorf(cmd, "write the reply "+r.Type, err)
+	}
+	return nil
+}
+
+func (p *Participant) errorf(cmd Command, what string, err error) error {
+	return fmt.Errorf("participant %s: %s command %q (type %q, saga %q, step %q): %s: %w",
+		p.cfg.Name, cmd.Phase, cmd.Envelope.ID, cmd.Type, cmd.SagaID, cmd.Step, what, err)
+}
+
+// Prune deletes the participant's barrier rows created more than olderThan
+// ago and returns how many it deleted, also when it fails part way. Each
+// statement deletes at most 1000 rows and commits on its own, skipping rows
+// that a transaction handling a command holds.
+//
+// Retention is a trade-off: a command delivered again after its row was
+// pruned runs again, and a compensation whose action row was pruned finds
+// nothing to undo. olderThan must therefore outlast every redelivery and
+// every saga's life, compensation retries and operator resumes included
+// (days, not minutes). It must be positive.
+func (p *Participant) Prune(ctx context.Context, olderThan time.Duration) (int64, error) {
+	if p.pool == nil {
+		return 0, errors.New("participant: Prune needs a pool: New was given none")
+	}
+	if olderThan <= 0 {
+		return 0, fmt.Errorf("participant %s: prune: olderThan %s is not positive", p.cfg.Name, olderThan)
+	}
+	var total int64
+	for {
+		tag, err := p.pool.Exec(ctx, p.q.prune, p.cfg.Name, olderThan.Microseconds(), pruneBatch)
+		if err != nil {
+			return total, fmt.Errorf("participant %s: prune the barrier: %w", p.cfg.Name, err)
+		}
+		total += tag.RowsAffected()
+		if tag.RowsAffected() < pruneBatch {
+			return total, nil
+		}
+	}
+}
+
+// rollback ends tx without committing, even when ctx has ended; a failure is
+// not reported: the server rolls back a transaction whose connection breaks.
+func rollback(ctx context.Context, tx pgx.Tx) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), endTimeout)
+	defer cancel()
+	_ = tx.Rollback(ctx)
+}
