@@ -3,7 +3,12 @@
 // built-in stream_summaries projection over the event types of --event-types, and with
 // --rebuild rebuilds it by shadow table and swap while the live projection runs.
 //
-// It reads the event store's global log; consuming events from Kafka is not built yet.
+// With --source=log (the default) it reads the event store's global log; with
+// --source=kafka it catches up from the log, then consumes the --topics the outbox relay
+// publishes the events to, in the consumer group --group, dead-lettering records that are
+// not events. Each stream's last applied version commits with the read model, so neither
+// source applies an event the other applied, and a stream's events missing from Kafka are
+// read from the store.
 // It shares its configuration, admin endpoints and lifecycle with every dtx binary (see
 // internal/service); run it with --help for its settings.
 //

@@ -8,9 +8,13 @@ import (
 	"sync"
 	"time"
 
+	"github.com/ThreeDotsLabs/watermill"
+
 	"github.com/vextrus/dtx/internal/service"
 	"github.com/vextrus/dtx/internal/txlog"
 	"github.com/vextrus/dtx/pkg/eventstore/postgres"
+	"github.com/vextrus/dtx/pkg/messaging/kafka"
+	"github.com/vextrus/dtx/pkg/messaging/middleware"
 	"github.com/vextrus/dtx/pkg/projection"
 )
 
@@ -23,8 +27,13 @@ type, version, last event and event count) over every event type, or only those 
 --event-types. --rebuild rebuilds stream_summaries from
 the first event into a shadow table and swaps it in while the live projection goes on.
 
-Consuming events from Kafka as the live source is not built yet: the projector reads the
-event store, live and when rebuilding.`
+--source=log (the default) reads the event store's global log, live. --source=kafka
+first catches up from the log, then goes on live from the Kafka --topics the outbox relay
+publishes the events to, as member of the consumer group --group (replicas share its
+partitions); records that are not events go to <topic>.dlq. Both sources keep each
+stream's last applied version with the read model, so nothing is applied twice, whichever
+source delivers an event first, and a stream's events missing from Kafka are read from
+the store.`
 
 // settings are the projector's own flags.
 type settings struct {
@@ -32,7 +41,16 @@ type settings struct {
 	pollInterval time.Duration
 	eventTypes   string
 	rebuild      bool
+	source       string
+	topics       string
+	group        string
 }
+
+// Sources of --source.
+const (
+	sourceLog   = "log"
+	sourceKafka = "kafka"
+)
 
 func (st *settings) flags(s *service.Settings) {
 	fs := s.FlagSet()
@@ -44,17 +62,29 @@ func (st *settings) flags(s *service.Settings) {
 		"comma-separated event types stream_summaries counts; events of other types are skipped (empty: every type)")
 	fs.BoolVar(&st.rebuild, "rebuild", false,
 		"at start, rebuild stream_summaries from the first event into a shadow table and swap it in, while the live projection runs")
+	fs.StringVar(&st.source, "source", sourceLog,
+		"live source of the events: log (the event store's global log) or kafka (catch up from the log, then consume --topics)")
+	fs.StringVar(&st.topics, "topics", "",
+		"with --source=kafka: comma-separated topics the outbox relay publishes the events to, e.g. order.events (required then)")
+	fs.StringVar(&st.group, "group", "dtx.projector."+projection.StreamSummariesName,
+		"with --source=kafka: the Kafka consumer group; replicas with the same group share the partitions")
 }
 
+// topicList returns the topics of --topics.
+func (st *settings) topicList() []string { return splitList(st.topics) }
+
 // types returns the event types of --event-types.
-func (st *settings) types() []string {
-	var types []string
-	for t := range strings.SplitSeq(st.eventTypes, ",") {
+func (st *settings) types() []string { return splitList(st.eventTypes) }
+
+// splitList returns the non-empty items of a comma-separated list.
+func splitList(s string) []string {
+	var items []string
+	for t := range strings.SplitSeq(s, ",") {
 		if t = strings.TrimSpace(t); t != "" {
-			types = append(types, t)
+			items = append(items, t)
 		}
 	}
-	return types
+	return items
 }
 
 // validate checks each setting alone, so that the error names its flag.
@@ -70,6 +100,18 @@ func (st *settings) validate() error {
 		if len(t) > 255 {
 			errs = append(errs, fmt.Errorf("event-types (%s): a type of %d bytes, want at most 255", service.EnvName("event-types"), len(t)))
 		}
+	}
+	switch st.source {
+	case sourceLog:
+	case sourceKafka:
+		if len(st.topicList()) == 0 {
+			errs = append(errs, fmt.Errorf("topics (%s): required with --source=kafka", service.EnvName("topics")))
+		}
+		if strings.TrimSpace(st.group) == "" {
+			errs = append(errs, fmt.Errorf("group (%s): must not be empty with --source=kafka", service.EnvName("group")))
+		}
+	default:
+		errs = append(errs, fmt.Errorf("source (%s): %q is neither %s nor %s", service.EnvName("source"), st.source, sourceLog, sourceKafka))
 	}
 	return errors.Join(errs...)
 }
@@ -92,19 +134,58 @@ func (st *settings) run(ctx context.Context, env *service.Env) error {
 		return err
 	}
 	p := projection.StreamSummaries(env.Config.Schema, types...)
+	if st.source == sourceKafka {
+		// Catch up from the log first: Kafka may no longer hold the oldest
+		// events, and reading the log is faster.
+		env.Logger.InfoContext(ctx, "projector: catching up from the log", "projection", p.Name())
+		if err := runner.CatchUp(ctx, p); err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return err
+		}
+	}
 	env.Logger.InfoContext(ctx, "projector: running", "projection", p.Name(), "event_types", types,
-		"batch_size", st.batchSize, "poll_interval", st.pollInterval.String())
+		"batch_size", st.batchSize, "poll_interval", st.pollInterval.String(), "source", st.source,
+		"topics", st.topicList(), "group", st.group)
 
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	if st.rebuild {
 		wg.Go(func() { rebuild(ctx, env, runner, p) })
 	}
-	if err := runner.Run(ctx, p); err != nil {
+	if st.source == sourceKafka {
+		err = st.runKafka(ctx, env, runner, p)
+	} else {
+		err = runner.Run(ctx, p)
+	}
+	if err != nil {
 		return err
 	}
 	env.Logger.InfoContext(ctx, "projector: stopped", "projection", p.Name())
 	return nil
+}
+
+// runKafka runs p live from Kafka until ctx ends.
+func (st *settings) runKafka(ctx context.Context, env *service.Env, runner *projection.Runner, p projection.Projection) error {
+	logger := watermill.NewSlogLogger(env.Logger)
+	client := kafka.ClientConfig{Brokers: env.Config.KafkaBrokers, ClientID: "dtx-projector", Logger: logger}
+	sub, err := kafka.NewSubscriber(kafka.SubscriberConfig{ClientConfig: client, ConsumerGroup: st.group})
+	if err != nil {
+		return err
+	}
+	defer func() { _ = sub.Close() }()
+	pub, err := kafka.NewPublisher(kafka.PublisherConfig{ClientConfig: client})
+	if err != nil {
+		return err
+	}
+	defer func() { _ = pub.Close() }()
+	return runner.RunKafka(ctx, projection.KafkaParams{
+		Subscriber:          sub,
+		DeadLetterPublisher: pub,
+		Topics:              st.topicList(),
+		Retry:               middleware.RetryConfig{Logger: env.Logger},
+	}, p)
 }
 
 // rebuild rebuilds p while the live projection runs, and logs how it ended:

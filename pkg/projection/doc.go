@@ -1,12 +1,30 @@
 // Package projection keeps read models up to date from the event store: a
 // Projection applies events to its tables in PostgreSQL, and a Runner feeds
-// it the store's global log, live, and rebuilds it from scratch into shadow
-// tables that replace the live ones without stopping the live projection.
+// it live, from the store's global log (Run) or from the Kafka records the
+// outbox relay publishes (RunKafka, usually after CatchUp from the log), and
+// rebuilds it from scratch into shadow tables that replace the live ones
+// without stopping the live projection.
 //
 // A Projection names itself (its checkpoint), lists the event types it
 // handles and applies one event with a transaction. Handlers builds one from
-// a map of functions. A RebuildableProjection also names its tables and can
-// write to shadow copies of them.
+// a map of functions. A BatchProjection also applies several events with
+// one statement (the built-in StreamSummaries does). A
+// RebuildableProjection also names its tables and can write to shadow
+// copies of them.
+//
+// # Per-stream versions
+//
+// Whatever its source, a projection keeps, in the table projection_streams
+// (migration 009) and in the same transaction as its read model, the
+// version of the last event of each stream it holds. Every writer locks the
+// rows of the streams it is about to apply events of before any effect
+// (the log source all of its batch's, in stream order; the Kafka source its
+// event's one) and skips an event at or below its stream's version
+// (counted in dtx_projection_duplicates_total). So the sources can be
+// combined and switched at any time without an event applied twice:
+// catch up from the log, then go live from Kafka, whose records of the
+// events caught up are no-ops; run both at once; go back to the log. The
+// version also moves past events of types the projection does not handle.
 //
 // # Guarantees
 //
@@ -28,17 +46,38 @@
 //   - Unknown types are not fatal. An event of a type the projection does
 //     not handle is skipped, counted in dtx_projection_skipped_total, and
 //     the checkpoint moves past it.
+//   - Effects once from Kafka too. RunKafka applies each record in a
+//     transaction that locks its stream's version: a record at or below it
+//     (redelivered, published twice, or applied by another source) changes
+//     nothing; the next version is applied; a record further ahead (records
+//     lost or dead-lettered, or a consumer group that started mid-stream) is
+//     preceded, in the same transaction, by the stream's missing events read
+//     from the store. Kafka keeps each stream's records in order (the key is
+//     the stream id), so a stream's read model only moves forward.
+//   - Several Kafka replicas are safe. Replicas in one consumer group share
+//     the partitions; after a rebalance the records the new owner gets
+//     again are duplicates, and the version's row lock makes two
+//     transactions on one stream take turns.
 //   - Rebuild equals replay. Runner.Rebuild applies the whole log to shadow
 //     tables, then in one transaction brings them to the live checkpoint,
 //     swaps them in and moves the live checkpoint to where they are; the
 //     live projection continues on the new tables with no gap and no event
 //     applied twice. The rebuilt tables hold what a projection run from the
-//     first event would hold (Apply being deterministic).
+//     first event would hold (Apply being deterministic). The shadow tables
+//     keep per-stream versions of their own; at the swap, which also holds
+//     off the Kafka source (a lock its transactions share), each stream the
+//     live tables hold further than the shadow ones (Kafka ahead of the log)
+//     is brought up to the live version from the store, and the live
+//     versions become the greater of the two: the swap takes no stream
+//     backwards and applies nothing twice, with either source running.
 //
 // # Ordering
 //
-// A projection sees events in the store's global order, so the events of
-// one stream in version order. Projections run independently: one may be
+// From the log a projection sees events in the store's global order, so the
+// events of one stream in version order. From Kafka it sees each stream's
+// events in version order too, but streams (partitions) in any order
+// relative to each other: a read model must not rely on an order across
+// streams when fed from Kafka. Projections run independently: one may be
 // ahead of another.
 //
 // # Metrics
@@ -48,11 +87,15 @@
 //   - dtx_projection_applied_total{projection}: events applied;
 //   - dtx_projection_skipped_total{projection,type}: events skipped as of
 //     unhandled types;
+//   - dtx_projection_duplicates_total{projection}: events skipped as their
+//     streams' versions held them already (redeliveries, or events another
+//     source applied first);
 //   - dtx_projection_lag_seconds{projection}: the age (now minus
 //     recorded_at) of the last event the projection handled, when it
 //     handled it;
 //   - dtx_projection_events_behind{projection}: committed events after the
-//     projection's checkpoint, counted at each scrape.
+//     projection's log checkpoint, counted at each scrape, for projections
+//     Run or CatchUp ran (the Kafka source does not move the checkpoint).
 //
 // The counters count handlings: a batch rolled back and retried counts
 // again.
@@ -72,10 +115,17 @@
 //     depend on the live tables.
 //   - A transaction left open stalls every projection (as every reader of
 //     the log) for the events committed after it began.
-//
-// # Not yet
-//
-// Live projection straight from Kafka (through the messaging Pub/Sub) is
-// not provided yet: projections read the event store's global log, live and
-// when rebuilding.
+//   - From Kafka, a failed record is retried by the middleware stack
+//     (middleware.Retry); one that fails for good (not an event-store event,
+//     an invalid envelope, a schema violation, a permanent error of Apply, a
+//     panic) is dead-lettered to "<topic>.dlq" and its partition moves on
+//     (DESIGN.md G7). An event that was dead-lettered, or never published, is
+//     applied from the store before the next event of its stream; the last
+//     events of a stream that gets no further event stay missing from
+//     Kafka-fed read models until CatchUp or Run from the log (which skip
+//     what Kafka applied) or a Rebuild. An event whose Apply always fails is
+//     thus retried with each later event of its stream.
+//   - A Kafka handler, a log batch and a rebuild's swap that write the same
+//     read-model rows in different orders may deadlock; PostgreSQL aborts
+//     one, and it is retried.
 package projection

@@ -20,7 +20,10 @@ import (
 type metrics struct {
 	applied *prometheus.CounterVec
 	skipped *prometheus.CounterVec
-	lag     *prometheus.GaugeVec
+	// duplicates counts events skipped as their streams' versions already
+	// held them.
+	duplicates *prometheus.CounterVec
+	lag        *prometheus.GaugeVec
 
 	pool    *pgxpool.Pool
 	timeout time.Duration
@@ -42,6 +45,10 @@ func newMetrics(pool *pgxpool.Pool, schema string, timeout time.Duration, logger
 			Name: "dtx_projection_skipped_total",
 			Help: "Events of types a projection does not handle, skipped.",
 		}, []string{"projection", "type"}),
+		duplicates: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "dtx_projection_duplicates_total",
+			Help: "Events a projection received again (a redelivery, or an event another source applied) and skipped.",
+		}, []string{"projection"}),
 		lag: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "dtx_projection_lag_seconds",
 			Help: "Age of the last event a projection handled, when it handled it.",
@@ -67,7 +74,7 @@ WHERE c.log_name = '` + postgres.LogName + `' AND c.reader = ANY($1)`
 
 func (m *metrics) register(reg prometheus.Registerer) error {
 	var errs []error
-	for _, c := range []prometheus.Collector{m.applied, m.skipped, m.lag, m} {
+	for _, c := range []prometheus.Collector{m.applied, m.skipped, m.duplicates, m.lag, m} {
 		errs = append(errs, reg.Register(c))
 	}
 	return errors.Join(errs...)

@@ -38,8 +38,13 @@ const rebuildInfix = ".rebuild-"
 //  1. it locks the live checkpoint (a live batch in flight commits first;
 //     later ones wait, as each locks the checkpoint before any effect) and
 //     the live tables (ACCESS EXCLUSIVE);
-//  2. it applies to the shadow tables every event committed since the last
-//     rebuild batch (at least up to the live checkpoint);
+//  2. it takes the projection's live lock, which the Kafka source's
+//     transactions share, applies to the shadow tables every event
+//     committed since the last rebuild batch (at least up to the live
+//     checkpoint), then the events of each stream the live tables hold
+//     further than the shadow ones (per-stream versions: Kafka may be
+//     ahead of the log), and makes the live versions the greater of the
+//     two;
 //  3. it drops each live table and renames its shadow to its name;
 //  4. it moves the live checkpoint to the last event the shadow tables
 //     hold, and removes the rebuild reader's checkpoint.
@@ -129,7 +134,7 @@ type rebuild struct {
 	reader   *txlog.Reader[struct{}] // the rebuild reader's checkpoint
 	live     *txlog.Reader[struct{}] // the live projection's checkpoint
 	shadow   Projection
-	handled  typeSet
+	applier  applier             // applies to the shadow tables, uncounted
 	position eventstore.Position // the shadow tables' checkpoint
 }
 
@@ -198,13 +203,16 @@ func (rb *rebuild) prepare(ctx context.Context) error {
 		return rb.errorf("%w", err)
 	}
 	rb.shadow = rb.p.Shadow(ShadowSuffix)
-	rb.handled = handledSet(rb.shadow)
+	rb.applier = newApplier(rb.shadow, nil)
 	if existing == "" {
 		err = pgx.BeginFunc(ctx, rb.r.pool, func(tx pgx.Tx) error {
 			for _, t := range rb.tables {
 				if _, err := tx.Exec(ctx, "CREATE TABLE "+t.shadow.Sanitize()+" (LIKE "+t.live.Sanitize()+" INCLUDING ALL)"); err != nil {
 					return fmt.Errorf("create the shadow of %s: %w", t.live.Sanitize(), err)
 				}
+			}
+			if _, err := tx.Exec(ctx, "DELETE FROM "+pgx.Identifier{schema, StreamsTable}.Sanitize()+" WHERE projection = $1", name); err != nil {
+				return fmt.Errorf("clear the rebuild's stream versions: %w", err)
 			}
 			_, err := rb.reader.Register(ctx, tx)
 			return err
@@ -254,17 +262,82 @@ func (rb *rebuild) catchUp(ctx context.Context) error {
 	}
 }
 
-// apply applies the handled events to the shadow tables.
+// apply applies to the shadow tables the events their streams' versions
+// (kept under the rebuild reader's name) do not hold yet, and moves the
+// versions.
 func (rb *rebuild) apply(ctx context.Context, tx pgx.Tx, events []eventstore.RecordedEvent) error {
-	for _, ev := range events {
-		if !rb.handled.has(ev.Type) {
-			continue
+	if len(events) == 0 {
+		return nil
+	}
+	name := rb.reader.Config().Reader
+	versions, err := rb.r.streams.lockVersions(ctx, tx, name, streamIDs(events))
+	if err != nil {
+		return err
+	}
+	kept, moved := fresh(events, versions)
+	if err := rb.applier.apply(ctx, tx, kept); err != nil {
+		return err
+	}
+	return rb.r.streams.saveVersions(ctx, tx, name, moved)
+}
+
+// bringUp applies to the shadow tables, in tx, the events of each stream
+// that the live tables hold and the shadow tables do not (a live source
+// that is ahead of the log the rebuild read: Kafka), so that no stream's
+// read model goes back at the swap.
+func (rb *rebuild) bringUp(ctx context.Context, tx pgx.Tx) error {
+	t := pgx.Identifier{rb.r.store.Config().Schema, StreamsTable}.Sanitize()
+	rows, err := tx.Query(ctx, `SELECT l.stream_id, coalesce(s.version, 0), l.version FROM `+t+` l
+		LEFT JOIN `+t+` s ON s.projection = $2 AND s.stream_id = l.stream_id
+		WHERE l.projection = $1 AND l.version > coalesce(s.version, 0)`, rb.name, rb.reader.Config().Reader)
+	if err != nil {
+		return fmt.Errorf("compare the stream versions: %w", err)
+	}
+	type behind struct {
+		StreamID     string
+		Shadow, Live int64
+	}
+	all, err := pgx.CollectRows(rows, pgx.RowToStructByPos[behind])
+	if err != nil {
+		return fmt.Errorf("compare the stream versions: %w", err)
+	}
+	store := rb.r.store.WithTx(tx)
+	for _, b := range all {
+		events, err := store.ReadStream(ctx, eventstore.ReadStreamParams{StreamID: b.StreamID, From: b.Shadow + 1, Limit: int(b.Live - b.Shadow)})
+		if err != nil {
+			return err
 		}
-		if err := rb.shadow.Apply(ctx, tx, ev); err != nil {
-			return &postgres.HandlerError{Reader: rb.reader.Config().Reader, Event: ev, Err: err}
+		if int64(len(events)) != b.Live-b.Shadow {
+			return fmt.Errorf("stream %q: read %d events after version %d, want %d", b.StreamID, len(events), b.Shadow, b.Live-b.Shadow)
+		}
+		if err := rb.apply(ctx, tx, events); err != nil {
+			return err
 		}
 	}
 	return nil
+}
+
+// mergeVersions makes the live stream versions those of the shadow tables
+// (the greater of the two, after bringUp) and removes the rebuild's.
+func (rb *rebuild) mergeVersions(ctx context.Context, tx pgx.Tx) error {
+	t := pgx.Identifier{rb.r.store.Config().Schema, StreamsTable}.Sanitize()
+	if _, err := tx.Exec(ctx, `INSERT INTO `+t+` AS ps (projection, stream_id, version)
+		SELECT $1, stream_id, version FROM `+t+` WHERE projection = $2
+		ON CONFLICT (projection, stream_id) DO UPDATE SET version = GREATEST(ps.version, EXCLUDED.version)`,
+		rb.name, rb.reader.Config().Reader); err != nil {
+		return fmt.Errorf("merge the stream versions: %w", err)
+	}
+	if _, err := tx.Exec(ctx, `DELETE FROM `+t+` WHERE projection = $1`, rb.reader.Config().Reader); err != nil {
+		return fmt.Errorf("remove the rebuild's stream versions: %w", err)
+	}
+	return nil
+}
+
+// liveLockKey names the transaction-scoped advisory lock of a projection's
+// live read model: the Kafka source shares it in each transaction, the
+// swap of a rebuild takes it exclusively.
+func liveLockKey(schema, name string) string {
+	return "dtx.projection.live:" + schema + ":" + name
 }
 
 // swap brings the shadow tables to the live checkpoint and puts them in
@@ -285,10 +358,23 @@ func (rb *rebuild) swap(ctx context.Context) error {
 		for i, t := range rb.tables {
 			lives[i] = t.live.Sanitize()
 		}
+		// Kafka handlers of the projection hold this lock shared while
+		// they write: the swap waits for those in flight and holds the
+		// others back until it commits.
+		if _, err := tx.Exec(ctx, "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))",
+			liveLockKey(rb.r.store.Config().Schema, rb.name)); err != nil {
+			return fmt.Errorf("lock the live projection: %w", err)
+		}
 		if _, err := tx.Exec(ctx, "LOCK TABLE "+strings.Join(lives, ", ")+" IN ACCESS EXCLUSIVE MODE"); err != nil {
 			return fmt.Errorf("lock the live tables: %w", err)
 		}
 		if err := rb.catchUpAll(ctx, tx, live); err != nil {
+			return err
+		}
+		if err := rb.bringUp(ctx, tx); err != nil {
+			return err
+		}
+		if err := rb.mergeVersions(ctx, tx); err != nil {
 			return err
 		}
 		for _, t := range rb.tables {

@@ -20,7 +20,7 @@ import (
 // Defaults and limits of Config.
 const (
 	// DefaultBatchSize is Config.BatchSize when 0.
-	DefaultBatchSize = 100
+	DefaultBatchSize = 500
 	// DefaultMetricsTimeout is Config.MetricsTimeout when 0.
 	DefaultMetricsTimeout = 5 * time.Second
 	// MaxNameLen is the longest Projection.Name accepted, in bytes: the
@@ -34,7 +34,7 @@ const (
 // Config configures a Runner.
 type Config struct {
 	// BatchSize is the most events applied in one transaction, live and
-	// during Rebuild. Defaults to DefaultBatchSize (100); between 1 and
+	// during Rebuild. Defaults to DefaultBatchSize (500); between 1 and
 	// 10000.
 	BatchSize int
 
@@ -94,6 +94,9 @@ type Runner struct {
 	pool  *pgxpool.Pool
 	cfg   Config
 	m     *metrics
+
+	streams        streams
+	lockCheckpoint string
 }
 
 // New returns a Runner of the events of store, whose read models live in
@@ -113,12 +116,17 @@ func New(store *postgres.Store, pool *pgxpool.Pool, cfg Config) (*Runner, error)
 			return nil, fmt.Errorf("projection: register metrics: %w", err)
 		}
 	}
-	return &Runner{store: store, pool: pool, cfg: cfg, m: m}, nil
+	schema := store.Config().Schema
+	return &Runner{store: store, pool: pool, cfg: cfg, m: m,
+		streams: newStreams(schema), lockCheckpoint: lockCheckpointQuery(schema)}, nil
 }
 
-// Run runs every projection until ctx ends, each in its own goroutine
-// through the event store's Subscribe under its own reader name, and
-// returns nil then. Failed batches are logged and retried with a backoff,
+// Run runs every projection from the event store's global log until ctx
+// ends, each in its own goroutine, and returns nil then. Each batch of
+// events (Config.BatchSize) is read in the store's gap-safe order and
+// applied in one transaction with the projection's checkpoint (reader
+// name: the projection's) and its streams' versions; events the versions
+// already hold (applied from Kafka) are skipped. Failed batches are logged and retried with a backoff,
 // so an event whose Apply always fails holds its projection back (and
 // only it). Run fails at once for an invalid projection (nil, a bad or
 // repeated name, no handled type) and ends early, stopping the others,
@@ -138,7 +146,7 @@ func (r *Runner) Run(ctx context.Context, projections ...Projection) error {
 	for _, p := range projections {
 		r.m.track(p.Name())
 		wg.Go(func() {
-			if err := r.run(ctx, p); err != nil {
+			if _, err := r.run(ctx, p, false); err != nil {
 				mu.Lock()
 				errs = append(errs, err)
 				mu.Unlock()
@@ -150,96 +158,210 @@ func (r *Runner) Run(ctx context.Context, projections ...Projection) error {
 	return errors.Join(errs...)
 }
 
-// errAlreadyApplied reports a batch whose first event is at or before the
-// projection's checkpoint: another replica applied it first. The batch is
-// rolled back and the subscription restarted from the checkpoint.
+// CatchUp applies to every projection the events committed after its
+// checkpoint, as Run does, and returns nil once a read of each finds less
+// than a full batch: the projections have caught up with the log (events
+// committed meanwhile are left to the live source). Use it before RunKafka
+// to start a projection from the log and continue it live from Kafka: the
+// per-stream versions make the records of events it applied no-ops. It
+// returns ctx's error when ctx ends first, and fails as Run does.
+func (r *Runner) CatchUp(ctx context.Context, projections ...Projection) error {
+	if err := validateProjections(projections); err != nil {
+		return err
+	}
+	var (
+		wg   sync.WaitGroup
+		mu   sync.Mutex
+		errs []error
+	)
+	for _, p := range projections {
+		r.m.track(p.Name())
+		wg.Go(func() {
+			done, err := r.run(ctx, p, true)
+			if err == nil && !done {
+				err = fmt.Errorf("projection %q: catch up: %w", p.Name(), context.Cause(ctx))
+			}
+			if err != nil {
+				mu.Lock()
+				errs = append(errs, err)
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	return errors.Join(errs...)
+}
+
+// errAlreadyApplied reports a batch read after a position that is no
+// longer the projection's checkpoint: another replica (or a rebuild's swap)
+// moved it. The batch is rolled back and reading resumes from the
+// checkpoint.
 var errAlreadyApplied = errors.New("projection: the batch was applied by another replica")
 
-// run runs one projection until ctx ends.
-func (r *Runner) run(ctx context.Context, p Projection) error {
+// Retry delays of a failed batch: the first wait, doubling up to the last.
+const (
+	minRetryDelay = 100 * time.Millisecond
+	maxRetryDelay = 10 * time.Second
+)
+
+// run runs one projection from the global log until ctx ends, or, with
+// untilCaughtUp, until a read returns less than a full batch. It reports
+// whether it caught up.
+func (r *Runner) run(ctx context.Context, p Projection, untilCaughtUp bool) (bool, error) {
 	name := p.Name()
-	cp, err := txlog.NewReader[struct{}](txlog.Config{Schema: r.store.Config().Schema, Log: postgres.LogName, Reader: name}, nil)
+	schema := r.store.Config().Schema
+	cp, err := txlog.NewReader[struct{}](txlog.Config{Schema: schema, Log: postgres.LogName, Reader: name}, nil)
 	if err != nil {
-		return fmt.Errorf("projection %q: %w", name, err)
+		return false, fmt.Errorf("projection %q: %w", name, err)
 	}
-	// The guard locks the checkpoint row: it must exist.
+	// Each batch locks the checkpoint row: it must exist.
 	for {
 		_, err := cp.Register(ctx, r.pool)
 		if err == nil {
 			break
 		}
 		if ctx.Err() != nil {
-			return nil
+			return false, nil
 		}
 		r.cfg.Logger.WarnContext(ctx, "projection: register the checkpoint; retrying", "projection", name, "err", err)
 		if !sleep(ctx, r.cfg.PollInterval) {
-			return nil
+			return false, nil
 		}
 	}
-	handled := handledSet(p)
-	logger := r.cfg.Logger
+	listener, err := txlog.NewListener(r.pool, txlog.ListenerConfig{
+		Channel:             schema + "." + postgres.LogName,
+		PollInterval:        r.cfg.PollInterval,
+		BlockedPollInterval: min(r.cfg.PollInterval, txlog.DefaultBlockedPollInterval),
+		Logger:              r.cfg.Logger,
+	})
+	if err != nil {
+		return false, fmt.Errorf("projection %q: %w", name, err)
+	}
+	sub := listener.Subscribe()
+	defer sub.Close()
+	if err := listener.Start(ctx); err != nil {
+		if ctx.Err() != nil {
+			return false, nil
+		}
+		return false, fmt.Errorf("projection %q: %w", name, err)
+	}
+	defer listener.Stop()
+
+	a := newApplier(p, r.m)
+	var (
+		after   eventstore.Position
+		loaded  bool
+		attempt int
+		wake    = txlog.WakeNotified
+	)
 	for {
-		err := r.store.Subscribe(ctx, postgres.SubscribeParams{
-			Reader:       name,
-			Handler:      r.handler(name, handled, p.Apply),
-			BatchSize:    r.cfg.BatchSize,
-			PollInterval: r.cfg.PollInterval,
-			Logger:       logger,
-			ErrorFunc: func(ctx context.Context, err error, attempt int) error {
-				if errors.Is(err, errAlreadyApplied) {
-					return err
-				}
-				logger.WarnContext(ctx, "projection: batch failed; retrying", "projection", name, "attempt", attempt, "err", err)
-				return nil
-			},
-		})
+		if ctx.Err() != nil {
+			return false, nil
+		}
+		var (
+			n    int
+			full bool
+		)
+		if !loaded {
+			var at txlog.Position
+			at, err = cp.LoadCheckpoint(ctx, r.pool)
+			after, loaded = eventstore.Position{TxID: at.TxID, Pos: at.Pos}, err == nil
+		}
+		if err == nil {
+			after, n, full, err = r.batch(ctx, cp, a, after)
+		}
 		switch {
 		case ctx.Err() != nil:
-			return nil
+			return false, nil
+		case errors.Is(err, txlog.ErrPositionAhead):
+			return false, fmt.Errorf("projection %q: %w", name, err)
 		case errors.Is(err, errAlreadyApplied):
+			loaded, attempt = false, 0
 			continue
 		case err != nil:
-			return fmt.Errorf("projection %q: %w", name, err)
+			attempt++
+			r.cfg.Logger.WarnContext(ctx, "projection: batch failed; retrying", "projection", name, "attempt", attempt, "err", err)
+			if !sleep(ctx, backoff(attempt)) {
+				return false, nil
+			}
+			continue
+		}
+		attempt = 0
+		if full {
+			continue
+		}
+		if untilCaughtUp {
+			return true, nil
+		}
+		// A notification whose events cannot be read yet means an older
+		// transaction holds them back: look again soon.
+		blocked := n == 0 && wake == txlog.WakeNotified
+		if wake, err = sub.Wait(ctx, blocked); err != nil {
+			return false, nil
 		}
 	}
 }
 
-// handler applies the events of handled types and skips the others,
-// counting both. At the first event of each batch it locks the checkpoint
-// and checks that the event lies after it.
+// batch reads the events after after and, in one transaction, applies those
+// its streams' versions do not hold yet, moves the versions and the
+// checkpoint. It returns where the next read continues, how many events it
+// read, and whether the read was full.
 //
-// Subscribe's own guard only refuses a batch whose end is not past the
-// checkpoint: a replica that read a longer batch than the one another
-// replica just committed would apply the overlap again. Locking the
-// checkpoint before any effect also orders replicas' batches, so they do
-// not deadlock on the read model's rows.
-func (r *Runner) handler(name string, handled typeSet, apply ApplyFunc) postgres.HandlerFunc {
-	applied := r.m.applied.WithLabelValues(name)
-	lag := r.m.lag.WithLabelValues(name)
-	lock := lockCheckpointQuery(r.store.Config().Schema)
-	var batch pgx.Tx
-	return func(ctx context.Context, tx pgx.Tx, ev eventstore.RecordedEvent) error {
-		if tx != batch {
-			var cp eventstore.Position
-			if err := tx.QueryRow(ctx, lock, postgres.LogName, name).Scan(&cp.TxID, &cp.Pos); err != nil {
-				return fmt.Errorf("lock the checkpoint: %w", err)
-			}
-			if ev.Position.Compare(cp) <= 0 {
-				return errAlreadyApplied
-			}
-			batch = tx
-		}
-		if handled.has(ev.Type) {
-			if err := apply(ctx, tx, ev); err != nil {
-				return err
-			}
-			applied.Inc()
-		} else {
-			r.m.skipped.WithLabelValues(name, ev.Type).Inc()
-		}
-		lag.Set(time.Since(ev.RecordedAt).Seconds())
-		return nil
+// The transaction locks the checkpoint before anything else and goes on
+// only if it is still after: replicas of the projection take turns, and a
+// replica that read a batch another one has applied meanwhile rolls back.
+// It then locks the versions of the batch's streams (in stream order), so
+// that an event another source (Kafka) applied is skipped, and that source
+// waits for this batch or this batch for it. Locking the checkpoint and the
+// versions before any effect also orders the writers of the read model, so
+// that they do not deadlock on its rows.
+func (r *Runner) batch(ctx context.Context, cp *txlog.Reader[struct{}], a applier, after eventstore.Position) (eventstore.Position, int, bool, error) {
+	b, err := r.store.ReadAll(ctx, eventstore.ReadAllParams{After: after, Limit: r.cfg.BatchSize})
+	if err != nil {
+		return after, 0, false, err
 	}
+	if len(b.Events) == 0 {
+		return b.End, 0, b.Full, nil
+	}
+	name := a.name
+	var dups int
+	err = pgx.BeginFunc(ctx, r.pool, func(tx pgx.Tx) error {
+		var at eventstore.Position
+		if err := tx.QueryRow(ctx, r.lockCheckpoint, postgres.LogName, name).Scan(&at.TxID, &at.Pos); err != nil {
+			return fmt.Errorf("lock the checkpoint: %w", err)
+		}
+		if at != after {
+			return errAlreadyApplied
+		}
+		versions, err := r.streams.lockVersions(ctx, tx, name, streamIDs(b.Events))
+		if err != nil {
+			return err
+		}
+		kept, moved := fresh(b.Events, versions)
+		dups = len(b.Events) - len(kept)
+		if err := a.apply(ctx, tx, kept); err != nil {
+			return err
+		}
+		if err := r.streams.saveVersions(ctx, tx, name, moved); err != nil {
+			return err
+		}
+		ok, err := cp.SaveCheckpoint(ctx, tx, txlog.Position{TxID: b.End.TxID, Pos: b.End.Pos})
+		if err != nil {
+			return err
+		}
+		if !ok {
+			return errAlreadyApplied
+		}
+		return nil
+	})
+	if err != nil {
+		return after, 0, false, err
+	}
+	if dups > 0 {
+		r.m.duplicates.WithLabelValues(name).Add(float64(dups))
+	}
+	r.m.lag.WithLabelValues(name).Set(time.Since(b.Events[len(b.Events)-1].RecordedAt).Seconds())
+	return b.End, len(b.Events), b.Full, nil
 }
 
 // lockCheckpointQuery returns a reader's checkpoint, locked until the end of
@@ -247,6 +369,15 @@ func (r *Runner) handler(name string, handled typeSet, apply ApplyFunc) postgres
 func lockCheckpointQuery(schema string) string {
 	return `SELECT tx_id::text::bigint, position FROM ` + pgx.Identifier{schema, "txlog_checkpoints"}.Sanitize() + `
 WHERE log_name = $1 AND reader = $2 FOR UPDATE`
+}
+
+// backoff returns the wait before retry attempt (from 1).
+func backoff(attempt int) time.Duration {
+	d := minRetryDelay
+	for i := 1; i < attempt && d < maxRetryDelay; i++ {
+		d *= 2
+	}
+	return min(d, maxRetryDelay)
 }
 
 // sleep waits d or until ctx ends, and reports whether d passed.
