@@ -24,6 +24,8 @@ RUN --mount=type=cache,target=/go/pkg/mod \
 # Static binaries on distroless: no shell, no package manager, user 65532.
 FROM gcr.io/distroless/static-debian12:nonroot
 COPY --from=build /out/ /usr/local/bin/
+# The example saga definitions; mount your own over /etc/dtx/sagas.
+COPY examples/order-to-cash/sagas/ /etc/dtx/sagas/
 USER nonroot:nonroot
 # Admin ports (/healthz, /readyz, /metrics): orchestrator, outbox-relay, projector.
 EXPOSE 8081 8082 8083

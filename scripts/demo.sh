@@ -8,6 +8,7 @@ cd "$(dirname "$0")/.."
 : "${DTX_DATABASE_URL:?run make demo (it prepares the environment), or set DTX_DATABASE_URL}"
 : "${DTX_KAFKA_BROKERS:?run make demo (it prepares the environment), or set DTX_KAFKA_BROKERS}"
 export DTX_LOG_FORMAT="${DTX_LOG_FORMAT:-text}"
+export DTX_DEFINITIONS="${DTX_DEFINITIONS:-examples/order-to-cash/sagas}"
 
 logs=.dev/demo
 mkdir -p "$logs"

@@ -1,21 +1,198 @@
 package main
 
-import "github.com/vextrus/dtx/internal/service"
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/ThreeDotsLabs/watermill"
+	"github.com/ThreeDotsLabs/watermill/message"
+
+	"github.com/vextrus/dtx/internal/service"
+	"github.com/vextrus/dtx/pkg/messaging"
+	"github.com/vextrus/dtx/pkg/messaging/kafka"
+	"github.com/vextrus/dtx/pkg/messaging/middleware"
+	"github.com/vextrus/dtx/pkg/saga"
+	"github.com/vextrus/dtx/pkg/saga/orchestrator"
+	"github.com/vextrus/dtx/schemas"
+)
 
 const summary = `orchestrator runs dtx sagas: it consumes saga start commands, trigger events and
-participant replies from Kafka and, per message, commits the saga's new state, the
-next commands (through the outbox) and the message's deduplication record in one
-PostgreSQL transaction. A scheduler fires step timeouts and retries; several replicas
-may run at once.
+participant replies from Kafka and, per batch of messages, commits the sagas' new state,
+the next commands and lifecycle events (through the outbox) and the messages'
+deduplication records in one PostgreSQL transaction. A scheduler fires step timeouts,
+retries and saga deadlines by the database's clock; several replicas may run at once.
+Saga definitions are YAML files (--definitions); the operator API is served on the
+admin address under /sagas.`
 
-This build serves its admin endpoints and applies migrations; the saga work loop is
-not part of it yet.`
+// settings are the orchestrator's own flags.
+type settings struct {
+	definitions  string
+	group        string
+	replyTopic   string
+	eventTopic   string
+	maxBatch     int
+	batchWindow  time.Duration
+	workers      int
+	scanInterval time.Duration
+	inFlight     int
+}
+
+func (st *settings) flags(s *service.Settings) {
+	fs := s.FlagSet()
+	fs.StringVar(&st.definitions, "definitions", "",
+		"directory of saga definitions (*.yaml, *.yml); every version in-flight sagas use must be there (required)")
+	fs.StringVar(&st.group, "group", orchestrator.DefaultConsumer,
+		"Kafka consumer group and inbox consumer name; replicas share it")
+	fs.StringVar(&st.replyTopic, "reply-topic", saga.DefaultReplyTopic, "topic participants reply to")
+	fs.StringVar(&st.eventTopic, "event-topic", saga.DefaultEventTopic, "topic of saga lifecycle events")
+	fs.IntVar(&st.maxBatch, "max-batch", orchestrator.DefaultMaxBatch,
+		fmt.Sprintf("most messages handled in one transaction (1..%d)", orchestrator.MaxMaxBatch))
+	fs.DurationVar(&st.batchWindow, "batch-window", orchestrator.DefaultBatchWindow,
+		"how long a batch waits for more messages after its first (0..1s)")
+	fs.IntVar(&st.workers, "workers", orchestrator.DefaultWorkers,
+		fmt.Sprintf("batches in flight at once (1..%d)", orchestrator.MaxWorkers))
+	fs.DurationVar(&st.scanInterval, "scan-interval", orchestrator.DefaultScanInterval,
+		"how often the scheduler looks for due sagas (10ms..1m)")
+	fs.IntVar(&st.inFlight, "in-flight-per-partition", 64,
+		"messages of one partition handled at once, so that one transaction takes many (1..10000); a saga's own messages are serialised by its lock")
+}
+
+func (st *settings) validate() error {
+	var errs []error
+	bad := func(flag, format string, args ...any) {
+		errs = append(errs, fmt.Errorf("%s (%s): %s", flag, service.EnvName(flag), fmt.Sprintf(format, args...)))
+	}
+	if st.definitions == "" {
+		bad("definitions", "required: a directory of saga definitions")
+	}
+	if st.maxBatch < 1 || st.maxBatch > orchestrator.MaxMaxBatch {
+		bad("max-batch", "%d is outside 1..%d", st.maxBatch, orchestrator.MaxMaxBatch)
+	}
+	if st.batchWindow < 0 || st.batchWindow > orchestrator.MaxBatchWindow {
+		bad("batch-window", "%s is outside 0..%s", st.batchWindow, orchestrator.MaxBatchWindow)
+	}
+	if st.workers < 1 || st.workers > orchestrator.MaxWorkers {
+		bad("workers", "%d is outside 1..%d", st.workers, orchestrator.MaxWorkers)
+	}
+	if st.scanInterval < orchestrator.MinScanInterval || st.scanInterval > orchestrator.MaxScanInterval {
+		bad("scan-interval", "%s is outside %s..%s", st.scanInterval, orchestrator.MinScanInterval, orchestrator.MaxScanInterval)
+	}
+	if st.inFlight < 1 || st.inFlight > 10000 {
+		bad("in-flight-per-partition", "%d is outside 1..10000", st.inFlight)
+	}
+	if st.group == "" {
+		bad("group", "must not be empty")
+	}
+	return errors.Join(errs...)
+}
+
+func (st *settings) run(ctx context.Context, env *service.Env) error {
+	defs, err := saga.LoadDir(st.definitions)
+	if err != nil {
+		return fmt.Errorf("definitions (%s): %w", service.EnvName("definitions"), err)
+	}
+	registry, err := saga.NewRegistry(defs...)
+	if err != nil {
+		return fmt.Errorf("definitions (%s): %w", service.EnvName("definitions"), err)
+	}
+	schemaReg, err := messaging.NewSchemaRegistry(messaging.SchemaRegistryConfig{FS: schemas.FS()})
+	if err != nil {
+		return err
+	}
+	o, err := orchestrator.New(env.Pool, orchestrator.Config{
+		Schema:       env.Config.Schema,
+		Definitions:  registry,
+		Schemas:      schemaReg,
+		Consumer:     st.group,
+		ReplyTopic:   st.replyTopic,
+		EventTopic:   st.eventTopic,
+		MaxBatch:     st.maxBatch,
+		BatchWindow:  st.batchWindow,
+		Workers:      st.workers,
+		ScanInterval: st.scanInterval,
+		Logger:       env.Logger,
+		Registerer:   env.Registry,
+	})
+	if err != nil {
+		return err
+	}
+	env.Admin.Handle("/sagas", o.HTTPHandler("/sagas"))
+	env.Admin.Handle("/sagas/", o.HTTPHandler("/sagas"))
+
+	wlog := watermill.NewSlogLogger(env.Logger)
+	client := kafka.ClientConfig{Brokers: env.Config.KafkaBrokers, ClientID: "dtx-orchestrator", Logger: wlog}
+	pub, err := kafka.NewPublisher(kafka.PublisherConfig{ClientConfig: client})
+	if err != nil {
+		return err
+	}
+	defer func() { _ = pub.Close() }()
+	sub, err := kafka.NewSubscriber(kafka.SubscriberConfig{
+		ClientConfig:            client,
+		ConsumerGroup:           st.group,
+		MaxInFlightPerPartition: st.inFlight,
+		ReadAheadPerPartition:   max(st.inFlight*2, 256),
+		InitializeTopics:        true,
+	})
+	if err != nil {
+		return err
+	}
+	defer func() { _ = sub.Close() }()
+	mws, err := middleware.Standard(middleware.StackConfig{DeadLetterPublisher: pub, Schemas: schemaReg})
+	if err != nil {
+		return err
+	}
+	router, err := message.NewRouter(message.RouterConfig{CloseTimeout: 10 * time.Second}, wlog)
+	if err != nil {
+		return err
+	}
+	router.AddMiddleware(mws...)
+	topics := o.Topics()
+	for _, topic := range topics {
+		router.AddConsumerHandler("saga:"+topic, topic, sub, o.Handle)
+	}
+	env.Logger.InfoContext(ctx, "orchestrator: running", "definitions", len(defs), "topics", topics,
+		"reply_topic", st.replyTopic, "event_topic", st.eventTopic, "max_batch", st.maxBatch, "workers", st.workers)
+
+	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancel()
+	var wg sync.WaitGroup
+	var runErr error
+	wg.Go(func() { runErr = o.Run(runCtx) })
+	routerErr := make(chan error, 1)
+	go func() { routerErr <- router.Run(runCtx) }()
+
+	select {
+	case <-ctx.Done():
+	case err := <-routerErr:
+		cancel()
+		wg.Wait()
+		return fmt.Errorf("orchestrator: router stopped: %w", err)
+	}
+	// Drain: stop consuming first (the router waits for handlers in flight,
+	// which wait for their batch), then stop the workers and the scheduler.
+	if err := router.Close(); err != nil {
+		env.Logger.WarnContext(ctx, "orchestrator: router close", "err", err)
+	}
+	cancel()
+	if err := <-routerErr; err != nil {
+		env.Logger.WarnContext(ctx, "orchestrator: router ended", "err", err)
+	}
+	wg.Wait()
+	env.Logger.InfoContext(ctx, "orchestrator: stopped")
+	return runErr
+}
 
 func main() {
+	var st settings
 	service.Main(service.App{
 		Name:             "orchestrator",
 		Summary:          summary,
 		DefaultAdminAddr: ":8081",
-		RunFunc:          service.Idle("saga router and scheduler"),
+		FlagsFunc:        st.flags,
+		ValidateFunc:     st.validate,
+		RunFunc:          st.run,
 	})
 }

@@ -24,6 +24,7 @@ type check struct {
 }
 
 type admin struct {
+	mux       *http.ServeMux
 	srv       *http.Server
 	stopWatch chan struct{}
 	wg        sync.WaitGroup
@@ -151,6 +152,7 @@ func startAdmin(addr string, log *slog.Logger, reg *prometheus.Registry, drainin
 		return nil, fmt.Errorf("admin-addr (DTX_ADMIN_ADDR) %s: %w", addr, err)
 	}
 	a := &admin{
+		mux:       mux,
 		srv:       &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second},
 		stopWatch: make(chan struct{}),
 	}

@@ -27,6 +27,9 @@ import (
 // binDir holds the binaries built once for this package's tests.
 var binDir string
 
+// exampleDefinitions holds the saga definitions the orchestrator runs in tests.
+var exampleDefinitions, _ = filepath.Abs("../../examples/order-to-cash/sagas")
+
 func TestMain(m *testing.M) {
 	dir, err := os.MkdirTemp("", "dtx-bin-")
 	if err != nil {
@@ -127,6 +130,8 @@ func baseEnv(dbURL, schema string) map[string]string {
 		"DTX_SCHEMA":        schema,
 		"DTX_ADMIN_ADDR":    "127.0.0.1:0",
 		"DTX_DRAIN_TIMEOUT": "10s",
+		// The orchestrator's saga definitions; the other binaries ignore it.
+		"DTX_DEFINITIONS": exampleDefinitions,
 	}
 }
 

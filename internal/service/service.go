@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/http"
 	"os"
 	"os/signal"
 	"runtime/debug"
@@ -62,6 +63,9 @@ type Env struct {
 	Pool     *pgxpool.Pool
 	Kafka    *kgo.Client
 	Registry *prometheus.Registry
+	// Admin is the admin server's mux: a work loop may add its own routes
+	// (e.g. an operator API) beside /healthz, /readyz and /metrics.
+	Admin *http.ServeMux
 	// Ready is closed when the process reports ready for the first time.
 	Ready <-chan struct{}
 }
@@ -162,7 +166,7 @@ func (p *process) run(sigCtx context.Context) error {
 	defer cancelWork()
 	done := make(chan error, 1)
 	go func() {
-		done <- p.work(workCtx, &Env{Config: cfg, Logger: p.log, Pool: pool, Kafka: kafka, Registry: registry, Ready: ready})
+		done <- p.work(workCtx, &Env{Config: cfg, Logger: p.log, Pool: pool, Kafka: kafka, Registry: registry, Admin: admin.mux, Ready: ready})
 	}()
 
 	var workErr error
