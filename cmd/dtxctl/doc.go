@@ -5,12 +5,29 @@
 //	dtxctl migrate up     [--database-url URL] [--schema NAME]
 //	dtxctl migrate down   [--steps N | --all] [--database-url URL] [--schema NAME]
 //	dtxctl migrate status [--database-url URL] [--schema NAME]
+//	dtxctl saga list      [--status S] [--definition NAME] [--limit N] [--json]
+//	dtxctl saga show      <saga-id> [--definitions DIR] [--json]
+//	dtxctl saga retry     <saga-id> --definitions DIR [--reason TEXT]
+//	dtxctl saga abort     <saga-id> --definitions DIR [--reason TEXT]
+//	dtxctl saga compensate <saga-id> --definitions DIR [--reason TEXT]
 //
 // `migrate up` applies every pending migration, creating the schema if it
 // does not exist; `migrate down` rolls back the last migration, the last N or
 // all of them (dropping dtx's tables and their data; the schema and its version
 // table stay); `migrate status` shows the version and each migration's state
-// without changing anything. `dtxctl --help` and `dtxctl migrate COMMAND
+// without changing anything.
+//
+// `saga list` and `saga show` read the saga tables; `show` prints the saga's
+// status, what it waits for now, its data and its timeline (each step's
+// attempts with time, outcome, reply and error). `retry`, `abort` and
+// `compensate` apply an operator's command in one transaction through the
+// orchestrator's own transition path (package saga/orchestrator: the saga is
+// locked, its commands go through the outbox, the timeline records it); they
+// need the definitions the orchestrator runs (--definitions, DTX_DEFINITIONS)
+// and work whether or not an orchestrator is running. The orchestrator also
+// serves the same operations over HTTP on its admin address under /sagas.
+//
+// `dtxctl --help` and `dtxctl migrate COMMAND
 // --help` describe every command and flag.
 //
 // # Settings

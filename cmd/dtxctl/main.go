@@ -71,6 +71,7 @@ func commands() *command {
 					{name: "status", summary: "Show the schema's version and which migrations are applied or pending.", run: runMigrateStatus},
 				},
 			},
+			sagaCommands(),
 		},
 	}
 }
