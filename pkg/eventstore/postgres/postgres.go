@@ -174,18 +174,71 @@ func (s *Store) Config() Config { return s.cfg }
 
 // Append appends in a transaction of its own: it commits the events and
 // their outbox rows together (see AppendTx). A version conflict rolls back
-// and returns the *VersionConflictError.
+// and returns the *VersionConflictError. It costs two round trips whatever
+// the number of events: BEGIN, the stream's lock, the version check and the
+// events' insert in the first, the outbox rows and COMMIT in the second.
 func (s *Store) Append(ctx context.Context, p eventstore.AppendParams) (eventstore.AppendResult, error) {
 	if err := p.Validate(); err != nil {
 		return eventstore.AppendResult{}, err
 	}
-	var res eventstore.AppendResult
-	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
-		var err error
-		res, err = s.appendTx(ctx, tx, p)
-		return err
-	})
-	return res, err
+	in, err := s.prepare(p)
+	if err != nil {
+		return eventstore.AppendResult{}, err
+	}
+	pc, err := s.pool.Acquire(ctx)
+	if err != nil {
+		return eventstore.AppendResult{}, fmt.Errorf("eventstore/postgres: append to %q: %w", p.StreamID, err)
+	}
+	defer pc.Release()
+	conn := pc.Conn()
+	inTx := false
+	defer func() {
+		if inTx {
+			// A connection left in a transaction is closed by the pool on
+			// release; roll back so that it can be reused.
+			rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+			defer cancel()
+			if _, err := conn.Exec(rctx, "ROLLBACK"); err != nil {
+				_ = conn.Close(rctx)
+			}
+		}
+	}()
+
+	var b pgx.Batch
+	b.Queue("BEGIN")
+	inTx = true
+	check, err := s.ob.QueueLock(&b, in.topic, p.StreamID)
+	if err != nil {
+		return eventstore.AppendResult{}, fmt.Errorf("eventstore/postgres: append to %q: lock the stream: %w", p.StreamID, err)
+	}
+	var r appendResult
+	s.queueAppend(&b, p, in, true, &r)
+	sendErr := conn.SendBatch(ctx, &b).Close()
+	if sendErr == nil {
+		// A fresh transaction holds no id when it takes the lock: the check
+		// has nothing to verify, and the append has written.
+		sendErr = check(ctx, conn)
+	}
+	if err := s.appendResult(p, r, sendErr); err != nil {
+		return eventstore.AppendResult{}, err
+	}
+
+	b = pgx.Batch{}
+	obCheck, err := s.ob.QueueWriteEnvelopes(&b, in.topic, s.envelopes(p, in, r)...)
+	if err != nil {
+		return eventstore.AppendResult{}, fmt.Errorf("eventstore/postgres: append to %q: write the outbox: %w", p.StreamID, err)
+	}
+	b.Queue("COMMIT")
+	if err := conn.SendBatch(ctx, &b).Close(); err != nil {
+		return eventstore.AppendResult{}, fmt.Errorf("eventstore/postgres: append to %q: write the outbox and commit: %w", p.StreamID, err)
+	}
+	inTx = false
+	if err := obCheck(); err != nil {
+		// Unreachable: the outbox's key lock is the stream's, held since
+		// the transaction's start.
+		return eventstore.AppendResult{}, fmt.Errorf("eventstore/postgres: append to %q (committed): %w", p.StreamID, err)
+	}
+	return eventstore.AppendResult{Version: r.current + int64(len(p.Events)), Position: eventstore.Position{TxID: r.txID, Pos: r.lastPos}}, nil
 }
 
 // AppendTx appends p's events to their stream in tx, with one outbox row
@@ -230,87 +283,91 @@ func (r *appendResult) dest() []any {
 	return []any{&r.current, &r.typeOK, &r.versionOK, &r.mayWrite, &r.inserted, &r.txID, &r.lastPos, &r.recordedAt}
 }
 
-// appendTx is AppendTx for valid params.
-func (s *Store) appendTx(ctx context.Context, tx pgx.Tx, p eventstore.AppendParams) (eventstore.AppendResult, error) {
+// appendInput is an append's parameters as the append query takes them.
+type appendInput struct {
+	topic    string
+	ids      []string
+	types    []string
+	versions []int32
+	data     [][]byte
+	metadata [][]byte
+}
+
+// prepare gives the events their ids and encodes them for the append query.
+func (s *Store) prepare(p eventstore.AppendParams) (appendInput, error) {
 	n := len(p.Events)
-	ids := make([]string, n)
-	types := make([]string, n)
-	versions := make([]int32, n)
-	data := make([][]byte, n)
-	metadata := make([][]byte, n)
+	in := appendInput{
+		topic: s.cfg.TopicFunc(p.StreamType),
+		ids:   make([]string, n), types: make([]string, n), versions: make([]int32, n),
+		data: make([][]byte, n), metadata: make([][]byte, n),
+	}
 	for i, e := range p.Events {
-		ids[i] = e.ID
-		if ids[i] == "" {
+		in.ids[i] = e.ID
+		if in.ids[i] == "" {
 			id, err := uuid.NewV7()
 			if err != nil {
-				return eventstore.AppendResult{}, fmt.Errorf("eventstore/postgres: new event id: %w", err)
+				return appendInput{}, fmt.Errorf("eventstore/postgres: new event id: %w", err)
 			}
-			ids[i] = id.String()
+			in.ids[i] = id.String()
 		}
-		types[i] = e.Type
-		versions[i] = int32(max(e.SchemaVersion, 1))
-		data[i] = e.Data
+		in.types[i] = e.Type
+		in.versions[i] = int32(max(e.SchemaVersion, 1))
+		in.data[i] = e.Data
 		md, err := json.Marshal(e.Metadata)
 		if err != nil {
-			return eventstore.AppendResult{}, fmt.Errorf("eventstore/postgres: encode metadata: %w", err)
+			return appendInput{}, fmt.Errorf("eventstore/postgres: encode metadata: %w", err)
 		}
-		metadata[i] = md
+		in.metadata[i] = md
 	}
+	return in, nil
+}
 
-	// The lock and the append go in one round trip. The append writes only
-	// if the transaction had no id yet, when the lock cannot be an order
-	// risk; otherwise it runs again once the lock's order check passed.
-	topic := s.cfg.TopicFunc(p.StreamType)
-	var b pgx.Batch
-	check, err := s.ob.QueueLock(&b, topic, p.StreamID)
-	if err != nil {
-		return eventstore.AppendResult{}, fmt.Errorf("eventstore/postgres: append to %q: lock the stream: %w", p.StreamID, err)
-	}
-	var r appendResult
-	b.Queue(s.q.append, p.StreamID, p.StreamType, int64(p.Expected), ids, types, versions, data, metadata, true).
+// queueAppend queues the append query; onlyWithoutID makes it write only if
+// the transaction has no id yet.
+func (s *Store) queueAppend(b *pgx.Batch, p eventstore.AppendParams, in appendInput, onlyWithoutID bool, r *appendResult) {
+	b.Queue(s.q.append, p.StreamID, p.StreamType, int64(p.Expected), in.ids, in.types, in.versions, in.data, in.metadata, onlyWithoutID).
 		QueryRow(func(row pgx.Row) error { return row.Scan(r.dest()...) })
-	sendErr := tx.SendBatch(ctx, &b).Close()
-	if err := check(ctx, tx); err != nil {
-		return eventstore.AppendResult{}, fmt.Errorf("eventstore/postgres: append to %q: lock the stream: %w", p.StreamID, err)
-	}
-	if sendErr == nil && !r.mayWrite {
-		sendErr = tx.QueryRow(ctx, s.q.append, p.StreamID, p.StreamType, int64(p.Expected), ids, types, versions, data, metadata, false).
-			Scan(r.dest()...)
-	}
-	if err := sendErr; err != nil {
+}
+
+// appendResult turns the append query's outcome into the append's error.
+func (s *Store) appendResult(p eventstore.AppendParams, r appendResult, err error) error {
+	if err != nil {
 		var pgErr *pgconn.PgError
 		if errors.As(err, &pgErr) && pgErr.Code == "23505" {
 			switch pgErr.ConstraintName {
 			case "events_event_id_key":
-				return eventstore.AppendResult{}, fmt.Errorf("eventstore/postgres: append to %q: %w: %s", p.StreamID, eventstore.ErrDuplicateEventID, pgErr.Detail)
+				return fmt.Errorf("eventstore/postgres: append to %q: %w: %s", p.StreamID, eventstore.ErrDuplicateEventID, pgErr.Detail)
 			case "events_stream_version_key":
-				return eventstore.AppendResult{}, &eventstore.VersionConflictError{StreamID: p.StreamID, Expected: p.Expected, Actual: -1}
+				return &eventstore.VersionConflictError{StreamID: p.StreamID, Expected: p.Expected, Actual: -1}
 			}
 		}
-		return eventstore.AppendResult{}, fmt.Errorf("eventstore/postgres: append %d events to %q: %w", n, p.StreamID, err)
+		return fmt.Errorf("eventstore/postgres: append %d events to %q: %w", len(p.Events), p.StreamID, err)
 	}
-	current := r.current
 	if !r.typeOK {
-		return eventstore.AppendResult{}, fmt.Errorf("%w: stream %q: StreamType: %q differs from the stream's type",
+		return fmt.Errorf("%w: stream %q: StreamType: %q differs from the stream's type",
 			eventstore.ErrInvalidAppend, p.StreamID, p.StreamType)
 	}
 	if !r.versionOK {
-		return eventstore.AppendResult{}, &eventstore.VersionConflictError{StreamID: p.StreamID, Expected: p.Expected, Actual: current}
+		return &eventstore.VersionConflictError{StreamID: p.StreamID, Expected: p.Expected, Actual: r.current}
 	}
-	if r.inserted != int64(n) {
-		return eventstore.AppendResult{}, fmt.Errorf("eventstore/postgres: append to %q: inserted %d of %d events", p.StreamID, r.inserted, n)
+	if r.inserted != int64(len(p.Events)) {
+		return fmt.Errorf("eventstore/postgres: append to %q: inserted %d of %d events", p.StreamID, r.inserted, len(p.Events))
 	}
+	return nil
+}
 
-	envs := make([]messaging.Envelope, n)
+// envelopes are the outbox records of the appended events.
+func (s *Store) envelopes(p eventstore.AppendParams, in appendInput, r appendResult) []messaging.Envelope {
+	envs := make([]messaging.Envelope, len(p.Events))
 	for i, e := range p.Events {
 		envs[i] = messaging.Envelope{
-			ID:              ids[i],
+			ID:              in.ids[i],
 			Type:            e.Type,
 			Source:          s.cfg.Source,
 			Subject:         p.StreamID,
 			Time:            r.recordedAt.UTC(),
 			DataContentType: messaging.ContentTypeJSON,
-			SchemaVersion:   int(versions[i]),
+			SchemaVersion:   int(in.versions[i]),
 			PartitionKey:    p.StreamID,
 			CorrelationID:   e.Metadata.CorrelationID,
 			CausationID:     e.Metadata.CausationID,
@@ -318,16 +375,47 @@ func (s *Store) appendTx(ctx context.Context, tx pgx.Tx, p eventstore.AppendPara
 			TraceState:      e.Metadata.TraceState,
 			Extensions: map[string]string{
 				eventstore.ExtensionStreamType:    p.StreamType,
-				eventstore.ExtensionStreamVersion: strconv.FormatInt(current+int64(i)+1, 10),
+				eventstore.ExtensionStreamVersion: strconv.FormatInt(r.current+int64(i)+1, 10),
 			},
 			Data: e.Data,
 		}
 	}
-	if err := s.ob.WriteEnvelopes(ctx, tx, topic, envs...); err != nil {
+	return envs
+}
+
+// appendTx is AppendTx for valid params.
+func (s *Store) appendTx(ctx context.Context, tx pgx.Tx, p eventstore.AppendParams) (eventstore.AppendResult, error) {
+	in, err := s.prepare(p)
+	if err != nil {
+		return eventstore.AppendResult{}, err
+	}
+	// The lock and the append go in one round trip. The append writes only
+	// if the transaction had no id yet, when the lock cannot be an order
+	// risk; otherwise it runs again once the lock's order check passed.
+	var b pgx.Batch
+	check, err := s.ob.QueueLock(&b, in.topic, p.StreamID)
+	if err != nil {
+		return eventstore.AppendResult{}, fmt.Errorf("eventstore/postgres: append to %q: lock the stream: %w", p.StreamID, err)
+	}
+	var r appendResult
+	s.queueAppend(&b, p, in, true, &r)
+	sendErr := tx.SendBatch(ctx, &b).Close()
+	if err := check(ctx, tx); err != nil {
+		return eventstore.AppendResult{}, fmt.Errorf("eventstore/postgres: append to %q: lock the stream: %w", p.StreamID, err)
+	}
+	if sendErr == nil && !r.mayWrite {
+		b = pgx.Batch{}
+		s.queueAppend(&b, p, in, false, &r)
+		sendErr = tx.SendBatch(ctx, &b).Close()
+	}
+	if err := s.appendResult(p, r, sendErr); err != nil {
+		return eventstore.AppendResult{}, err
+	}
+	if err := s.ob.WriteEnvelopes(ctx, tx, in.topic, s.envelopes(p, in, r)...); err != nil {
 		return eventstore.AppendResult{}, fmt.Errorf("eventstore/postgres: append to %q: write the outbox: %w", p.StreamID, err)
 	}
 	return eventstore.AppendResult{
-		Version:  current + int64(n),
+		Version:  r.current + int64(len(p.Events)),
 		Position: eventstore.Position{TxID: r.txID, Pos: r.lastPos},
 	}, nil
 }

@@ -225,35 +225,69 @@ func (o *Outbox) Write(ctx context.Context, tx pgx.Tx, topic string, msgs ...*me
 // as a *MessageError wrapping messaging.ErrInvalidEnvelope, and nothing is
 // written.
 func (o *Outbox) WriteEnvelopes(ctx context.Context, tx pgx.Tx, topic string, envs ...messaging.Envelope) error {
-	msgs := make([]*message.Message, len(envs))
-	for i, env := range envs {
-		msg, err := env.ToMessage()
-		if err != nil {
-			return fmt.Errorf("outbox: write to %s: %w", topic, &MessageError{Index: i, ID: env.ID, Err: err})
-		}
-		msgs[i] = msg
-	}
-	if _, stamped := middleware.OriginFromContext(ctx); stamped {
-		// Stamping changes the messages' metadata: check them all again.
-		return o.Write(ctx, tx, topic, msgs...)
-	}
-	// ToMessage has validated each envelope, and Decode would read its
-	// message back as an equal envelope: skip decoding and checking again.
 	if tx == nil {
 		return fmt.Errorf("outbox: write to %s: %w", topic, ErrNoTransaction)
 	}
-	if err := validateTopic(topic); err != nil {
-		return fmt.Errorf("outbox: write to %q: %w", topic, err)
+	if _, stamped := middleware.OriginFromContext(ctx); stamped {
+		msgs, err := envelopeMessages(topic, envs)
+		if err != nil {
+			return err
+		}
+		// Stamping changes the messages' metadata: check them all again.
+		return o.Write(ctx, tx, topic, msgs...)
 	}
+	var b pgx.Batch
+	check, err := o.QueueWriteEnvelopes(&b, topic, envs...)
+	if err != nil || b.Len() == 0 {
+		return err
+	}
+	if err := tx.SendBatch(ctx, &b).Close(); err != nil {
+		return fmt.Errorf("outbox: write %d messages to %s: %w", len(envs), topic, err)
+	}
+	return check()
+}
+
+// QueueWriteEnvelopes is WriteEnvelopes in a pipeline: it checks envs and
+// queues on b the statements that lock their keys and insert them, so that
+// the caller sends them in one round trip with statements of its own (its
+// COMMIT, say). Once b has been sent and its results read, check returns
+// what WriteEnvelopes would have returned (ErrKeyOrder when the order check
+// failed: nothing was inserted; roll back). Messages are not stamped from a
+// context: set their correlation and causation ids. An invalid envelope or
+// topic fails at once and queues nothing.
+func (o *Outbox) QueueWriteEnvelopes(b *pgx.Batch, topic string, envs ...messaging.Envelope) (check func() error, err error) {
+	if err := validateTopic(topic); err != nil {
+		return nil, fmt.Errorf("outbox: write to %q: %w", topic, err)
+	}
+	msgs, err := envelopeMessages(topic, envs)
+	if err != nil {
+		return nil, err
+	}
+	// ToMessage has validated each envelope, and Decode would read its
+	// message back as an equal envelope: skip decoding and checking again.
 	rows := make([]row, len(msgs))
 	for i, msg := range msgs {
 		r, err := o.envelopeRow(envs[i], msg)
 		if err != nil {
-			return fmt.Errorf("outbox: write to %s: %w", topic, &MessageError{Index: i, ID: msg.UUID, Err: err})
+			return nil, fmt.Errorf("outbox: write to %s: %w", topic, &MessageError{Index: i, ID: msg.UUID, Err: err})
 		}
 		rows[i] = r
 	}
-	return o.insert(ctx, tx, topic, rows)
+	return o.queueInsert(b, topic, rows), nil
+}
+
+// envelopeMessages turns envelopes into messages, failing on the first
+// invalid one.
+func envelopeMessages(topic string, envs []messaging.Envelope) ([]*message.Message, error) {
+	msgs := make([]*message.Message, len(envs))
+	for i, env := range envs {
+		msg, err := env.ToMessage()
+		if err != nil {
+			return nil, fmt.Errorf("outbox: write to %s: %w", topic, &MessageError{Index: i, ID: env.ID, Err: err})
+		}
+		msgs[i] = msg
+	}
+	return msgs, nil
 }
 
 // write is Write without stamping.
@@ -276,8 +310,22 @@ func (o *Outbox) write(ctx context.Context, tx pgx.Tx, topic string, msgs []*mes
 
 // insert locks the keys of rows and inserts them, in one round trip.
 func (o *Outbox) insert(ctx context.Context, tx pgx.Tx, topic string, rows []row) error {
-	if len(rows) == 0 {
+	var b pgx.Batch
+	check := o.queueInsert(&b, topic, rows)
+	if b.Len() == 0 {
 		return nil
+	}
+	if err := tx.SendBatch(ctx, &b).Close(); err != nil {
+		return fmt.Errorf("outbox: write %d messages to %s: %w", len(rows), topic, err)
+	}
+	return check()
+}
+
+// queueInsert queues the statements that lock the keys of rows and insert
+// them; check reports the order check once they ran.
+func (o *Outbox) queueInsert(b *pgx.Batch, topic string, rows []row) (check func() error) {
+	if len(rows) == 0 {
+		return func() error { return nil }
 	}
 	keys := make([]*string, len(rows))
 	headers := make([][]byte, len(rows))
@@ -293,8 +341,7 @@ func (o *Outbox) insert(ctx context.Context, tx pgx.Tx, topic string, rows []row
 	slices.Sort(distinct)
 	distinct = slices.Compact(distinct)
 
-	var b pgx.Batch
-	var lock lockResult
+	lock := &lockResult{}
 	if len(distinct) > 0 {
 		b.Queue(o.q.lock, topic, distinct, lockSeed).QueryRow(func(row pgx.Row) error {
 			return row.Scan(&lock.risky, &lock.locked, &lock.readCommitted, nil)
@@ -306,13 +353,12 @@ func (o *Outbox) insert(ctx context.Context, tx pgx.Tx, topic string, rows []row
 			inserted = tag.RowsAffected()
 			return nil
 		})
-	if err := tx.SendBatch(ctx, &b).Close(); err != nil {
-		return fmt.Errorf("outbox: write %d messages to %s: %w", len(rows), topic, err)
+	return func() error {
+		if lock.risky || inserted != int64(len(rows)) {
+			return o.orderRisk(topic, distinct, lock.readCommitted, inserted == int64(len(rows)))
+		}
+		return nil
 	}
-	if lock.risky || inserted != int64(len(rows)) {
-		return o.orderRisk(topic, distinct, lock.readCommitted, inserted == int64(len(rows)))
-	}
-	return nil
 }
 
 // lockResult is what lock.sql reports.
@@ -379,6 +425,12 @@ func (o *Outbox) Lock(ctx context.Context, tx pgx.Tx, topic string, keys ...stri
 	return check(ctx, tx)
 }
 
+// Querier runs one query: a pgx.Tx, or the *pgx.Conn of a transaction
+// begun with a plain BEGIN.
+type Querier interface {
+	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
+}
+
 // QueueLock is Lock in a pipeline: it queues on b the statement that takes
 // the locks Lock takes, so that the caller sends it in one round trip with
 // statements of its own queued after it, which then run holding the locks.
@@ -390,7 +442,7 @@ func (o *Outbox) Lock(ctx context.Context, tx pgx.Tx, topic string, keys ...stri
 // them, e.g. with pg_current_xact_id_if_assigned() IS NULL, which holds
 // when no order risk is possible). An invalid topic or key fails at once and
 // queues nothing.
-func (o *Outbox) QueueLock(b *pgx.Batch, topic string, keys ...string) (check func(ctx context.Context, tx pgx.Tx) error, err error) {
+func (o *Outbox) QueueLock(b *pgx.Batch, topic string, keys ...string) (check func(ctx context.Context, tx Querier) error, err error) {
 	if err := validateTopic(topic); err != nil {
 		return nil, fmt.Errorf("outbox: lock keys of %q: %w", topic, err)
 	}
@@ -407,7 +459,7 @@ func (o *Outbox) QueueLock(b *pgx.Batch, topic string, keys ...string) (check fu
 	slices.Sort(distinct)
 	distinct = slices.Compact(distinct)
 	if len(distinct) == 0 {
-		return func(context.Context, pgx.Tx) error { return nil }, nil
+		return func(context.Context, Querier) error { return nil }, nil
 	}
 	var lock lockResult
 	var lockErr error
@@ -418,7 +470,7 @@ func (o *Outbox) QueueLock(b *pgx.Batch, topic string, keys ...string) (check fu
 		}
 		return nil
 	})
-	return func(ctx context.Context, tx pgx.Tx) error {
+	return func(ctx context.Context, tx Querier) error {
 		if lockErr != nil {
 			return lockErr
 		}
