@@ -36,8 +36,12 @@
 //     records "applied"; a Reject discards the handler's writes (rollback to
 //     a savepoint taken before it ran) and commits the failure reply with the
 //     row, recorded as "rejected". Any other error rolls everything back.
-//   - A compensation whose row exists is a duplicate: nothing happens, no
-//     reply.
+//   - A compensation whose row exists is a duplicate: its handler does not
+//     run again. A redelivery of the same command gets no reply; a new
+//     command (another attempt) gets the success reply again, for the
+//     orchestrator may be waiting for that attempt's answer (say the
+//     compensation first came before the saga asked for it); it ignores
+//     answers it does not wait for.
 //   - A compensation that finds no applied action (none yet, rejected or
 //     refused) is empty: recorded, so that a late action is refused, and
 //     answered with the success reply without calling its handler.
@@ -68,8 +72,9 @@
 //     not at all.
 //   - Never both an applied action and an empty compensation: whichever
 //     comes first decides, under the step's lock.
-//   - One reply per handled phase at most; none for duplicates and refused
-//     actions.
+//   - One reply per handled command at most; none for redeliveries,
+//     duplicate actions and refused actions (a re-sent compensation is
+//     answered again, see above).
 //   - Replies of one saga keep their commit order on the reply topic: the
 //     reply key's lock is taken before anything is written (see package
 //     outbox, "Order per key").
@@ -86,9 +91,10 @@
 //     and are returned: the router's retry middleware decides, and a later
 //     delivery runs the handler again. A reply the outbox refuses (schema,
 //     size) and a reply without a type are permanent.
-//   - A re-sent command (the orchestrator's next attempt of a step whose
+//   - A re-sent action (the orchestrator's next attempt of a step whose
 //     reply it has not seen yet) is a duplicate: it gets no second reply,
-//     the first reply still answers it.
+//     the first reply still answers it (the orchestrator accepts replies to
+//     earlier attempts of the step it waits for).
 //   - Barrier rows are kept until Prune deletes them. A command delivered
 //     again after its row was pruned runs again, and a compensation whose
 //     action row was pruned finds nothing to undo: retention must outlast

@@ -469,6 +469,7 @@ func (p *Participant) handleCommand(ctx context.Context, tx pgx.Tx, cmd Command)
 		isolation  string
 		claimed    *string
 		other      *string
+		firstID    *string
 		replyType  *string
 		hasHandler = cmd.Phase == saga.PhaseAction
 	)
@@ -483,7 +484,7 @@ func (p *Participant) handleCommand(ctx context.Context, tx pgx.Tx, cmd Command)
 		return row.Scan(&isolation)
 	})
 	b.Queue(p.q.claim, p.cfg.Name, cmd.SagaID, cmd.Step, string(cmd.Phase), cmd.Envelope.ID, replyType).
-		QueryRow(func(row pgx.Row) error { return row.Scan(&claimed, &other) })
+		QueryRow(func(row pgx.Row) error { return row.Scan(&claimed, &other, &firstID) })
 	if hasHandler {
 		b.Queue("SAVEPOINT " + savepoint)
 	}
@@ -497,6 +498,16 @@ func (p *Participant) handleCommand(ctx context.Context, tx pgx.Tx, cmd Command)
 		return 0, fmt.Errorf("participant %s: command %q: %w", p.cfg.Name, cmd.Envelope.ID, ErrIsolation)
 	}
 	if claimed == nil {
+		if cmd.Phase == saga.PhaseCompensation && (firstID == nil || *firstID != cmd.Envelope.ID) {
+			// A compensation sent again (another command, not a redelivery)
+			// is answered again, without running its handler: the
+			// orchestrator may be waiting for this attempt's answer (an
+			// earlier one came while it was not), and it ignores answers it
+			// does not wait for.
+			if err := p.reply(ctx, tx, cmd, Reply{Type: comp.replyType}); err != nil {
+				return 0, err
+			}
+		}
 		return Duplicate, nil
 	}
 

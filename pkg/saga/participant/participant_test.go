@@ -238,6 +238,17 @@ func TestCompensationBeforeAction(t *testing.T) {
 	}, f.barrier(t, "s1"))
 	requireCount(t, f.p, participant.Refused, 1)
 	requireCount(t, f.p, participant.EmptyCompensation, 1)
+
+	// The orchestrator, which did not wait for the first answer, sends the
+	// compensation again (a new command, attempt 2): it is answered again,
+	// and still nothing runs.
+	again := command(t, cmdOpts{sagaID: "s1", phase: saga.PhaseCompensation, attempt: 2})
+	require.Equal(t, participant.Duplicate, handle(t, f.p, again))
+	replies = f.replies(t)
+	require.Len(t, replies, 2, "a re-sent compensation is answered again")
+	require.Equal(t, "2", replies[1].Headers[saga.HeaderAttempt])
+	require.Equal(t, releasedType, replies[1].Headers[messaging.HeaderType])
+	require.Zero(t, f.compensations.Load())
 }
 
 func TestActionThenCompensation(t *testing.T) {

@@ -10,12 +10,17 @@
 --                 'empty' (nothing was done here that could be undone).
 --
 -- It returns the outcome recorded (NULL: a row existed, the command is a
--- duplicate) and the outcome of the other phase's row (NULL: none).
+-- duplicate), the outcome of the other phase's row (NULL: none) and the
+-- command id of the existing row of the same phase (NULL: none).
 WITH other AS MATERIALIZED (
     SELECT outcome
     FROM {{.schema}}.saga_barrier
     WHERE participant = $1 AND saga_id = $2 AND step = $3
       AND phase = CASE $4::text WHEN 'action' THEN 'compensation' ELSE 'action' END
+), same AS MATERIALIZED (
+    SELECT command_id
+    FROM {{.schema}}.saga_barrier
+    WHERE participant = $1 AND saga_id = $2 AND step = $3 AND phase = $4::text
 ), claimed AS (
     INSERT INTO {{.schema}}.saga_barrier (participant, saga_id, step, phase, outcome, reply_type, command_id)
     SELECT $1, $2, $3, $4::text,
@@ -29,4 +34,4 @@ WITH other AS MATERIALIZED (
     ON CONFLICT (participant, saga_id, step, phase) DO NOTHING
     RETURNING outcome
 )
-SELECT (SELECT outcome FROM claimed), (SELECT outcome FROM other)
+SELECT (SELECT outcome FROM claimed), (SELECT outcome FROM other), (SELECT command_id FROM same)
