@@ -12,6 +12,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/stretchr/testify/require"
+	"go.opentelemetry.io/otel/trace"
 	"go.uber.org/goleak"
 
 	"github.com/vextrus/dtx/internal/testkit/pgtest"
@@ -483,4 +484,27 @@ func TestStartInTheCallersTransaction(t *testing.T) {
 		return err
 	}))
 	require.Equal(t, saga.StatusRunning, f.show("o-9").Status)
+}
+
+// The commands a reply causes continue the trace of the span that handled
+// the reply, so that one saga is one trace across processes.
+func TestCommandsContinueTheTrace(t *testing.T) {
+	t.Parallel()
+	f := setup(t, shopDefinition(nil))
+	_, err := f.o.Start(context.Background(), nil, "shop", "o-10", map[string]any{"order_id": "o-10"}, orchestrator.StartParams{})
+	require.NoError(t, err)
+	reserve := f.oneCommand()
+
+	traceID, _ := trace.TraceIDFromHex("4bf92f3577b34da6a3ce929d0e0e4736")
+	spanID, _ := trace.SpanIDFromHex("00f067aa0ba902b7")
+	sc := trace.NewSpanContext(trace.SpanContextConfig{TraceID: traceID, SpanID: spanID, TraceFlags: trace.FlagsSampled})
+	msg, err := replyMessage(t, reserve, "inv.reserved", nil).ToMessage()
+	require.NoError(t, err)
+	msg.SetContext(trace.ContextWithSpanContext(context.Background(), sc))
+	require.NoError(t, f.o.Handle(msg))
+
+	charge := f.oneCommand()
+	require.Equal(t, "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", charge.Headers[messaging.HeaderTraceParent])
+	require.Equal(t, reserve.Headers[messaging.HeaderCorrelationID], charge.Headers[messaging.HeaderCorrelationID])
+	require.Equal(t, msg.UUID, charge.Headers[messaging.HeaderCausationID])
 }
