@@ -37,6 +37,7 @@ build: ## build every binary into bin/
 	@mkdir -p $(BIN)
 	$(GO) build -o $(BIN)/ $(addprefix ./cmd/,$(BINARIES))
 	$(GO) build -o $(BIN)/example-outbox ./examples/outbox
+	$(GO) build -o $(BIN)/example-o2c ./examples/order-to-cash
 
 .PHONY: test
 test: deps ## run unit and integration tests (-race) against real PostgreSQL and Kafka

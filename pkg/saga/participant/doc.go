@@ -11,9 +11,11 @@
 //		_, err := tx.Exec(ctx, "INSERT INTO charges ...")
 //		return participant.Reply{Type: "payments.charged", Data: charge}, err
 //	})
-//	p.Compensation("payments.refund", "payments.refunded", func(ctx context.Context, tx pgx.Tx, cmd participant.Command) error {
+//	p.Compensation("payments.refund", "payments.refunded", func(ctx context.Context, tx pgx.Tx, cmd participant.Command) (any, error) {
 //		_, err := tx.Exec(ctx, "DELETE FROM charges ...")
-//		return err
+//		return refunded, err // the reply's data
+//	}, func(cmd participant.Command) any {
+//		return nothingToRefund // the reply's data when nothing was charged here
 //	})
 //	router.AddConsumerHandler("payments", "payments.commands", sub, p.Handle)
 //

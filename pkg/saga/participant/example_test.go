@@ -45,9 +45,11 @@ func ExampleParticipant() {
 		_, err := tx.Exec(ctx, "INSERT INTO charges (saga_id, amount) VALUES ($1, $2)", cmd.SagaID, in.Amount)
 		return participant.Reply{Type: "payments.charged", Data: in}, err
 	})
-	p.Compensation("payments.refund", "payments.refunded", func(ctx context.Context, tx pgx.Tx, cmd participant.Command) error {
+	p.Compensation("payments.refund", "payments.refunded", func(ctx context.Context, tx pgx.Tx, cmd participant.Command) (any, error) {
 		_, err := tx.Exec(ctx, "DELETE FROM charges WHERE saga_id = $1", cmd.SagaID)
-		return err
+		return map[string]string{"refunded": cmd.SagaID}, err
+	}, func(cmd participant.Command) any {
+		return map[string]string{"refunded": cmd.SagaID, "note": "nothing was charged"}
 	})
 
 	// Commands as the orchestrator sends them; in a service, a router

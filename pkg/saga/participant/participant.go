@@ -265,15 +265,31 @@ func Reject(replyType string, data any) error {
 // retry and dead-letter middleware), so the command is handled again later.
 type ActionFunc func(ctx context.Context, tx pgx.Tx, cmd Command) (Reply, error)
 
-// CompensationFunc undoes, in tx, what the step's applied action did. It
-// runs only when the action was applied here. ctx also carries tx. Its error
-// rolls the transaction back and is returned; a compensation cannot be
-// rejected (Reject is an ordinary error here): it must succeed eventually.
-type CompensationFunc func(ctx context.Context, tx pgx.Tx, cmd Command) error
+// CompensationFunc undoes, in tx, what the step's applied action did, and
+// returns the data of the success reply (nil: none). It runs only when the
+// action was applied here. ctx also carries tx. Its error rolls the
+// transaction back and is returned; a compensation cannot be rejected
+// (Reject is an ordinary error here): it must succeed eventually.
+type CompensationFunc func(ctx context.Context, tx pgx.Tx, cmd Command) (data any, err error)
+
+// ReplyDataFunc builds the data of a compensation's success reply when its
+// handler does not run: the compensation found nothing to undo (the action
+// never ran here, was rejected or refused), or it is a compensation sent
+// again after it was done. It must not fail: build the reply from cmd (its
+// Data holds the compensation command's payload) and the time.
+type ReplyDataFunc func(cmd Command) any
 
 type compensation struct {
 	replyType string
 	fn        CompensationFunc
+	empty     ReplyDataFunc
+}
+
+func (c compensation) emptyData(cmd Command) any {
+	if c.empty == nil {
+		return nil
+	}
+	return c.empty(cmd)
 }
 
 // Participant handles a service's saga commands behind the barrier and
@@ -346,10 +362,11 @@ func (p *Participant) Action(commandType string, fn ActionFunc) {
 
 // Compensation registers fn as the handler of compensation commands of type
 // commandType; successReplyType is the type of the reply sent once the
-// compensation is done (or found nothing to undo). It panics on a
-// programming error: an empty type or reply type, a nil fn or a type
-// already registered as a compensation.
-func (p *Participant) Compensation(commandType, successReplyType string, fn CompensationFunc) {
+// compensation is done (or found nothing to undo), with the data fn
+// returns, or that empty builds when fn does not run (nil: no data; see
+// ReplyDataFunc). It panics on a programming error: an empty type or reply
+// type, a nil fn or a type already registered as a compensation.
+func (p *Participant) Compensation(commandType, successReplyType string, fn CompensationFunc, empty ReplyDataFunc) {
 	if commandType == "" || successReplyType == "" || fn == nil {
 		panic("participant: Compensation needs a command type, a reply type and a function")
 	}
@@ -358,7 +375,7 @@ func (p *Participant) Compensation(commandType, successReplyType string, fn Comp
 	if _, dup := p.compensations[commandType]; dup {
 		panic("participant: compensation " + commandType + " registered twice")
 	}
-	p.compensations[commandType] = compensation{replyType: successReplyType, fn: fn}
+	p.compensations[commandType] = compensation{replyType: successReplyType, fn: fn, empty: empty}
 }
 
 // Handle handles msg, a saga command, in a transaction of its own on the
@@ -504,7 +521,7 @@ func (p *Participant) handleCommand(ctx context.Context, tx pgx.Tx, cmd Command)
 			// orchestrator may be waiting for this attempt's answer (an
 			// earlier one came while it was not), and it ignores answers it
 			// does not wait for.
-			if err := p.reply(ctx, tx, cmd, Reply{Type: comp.replyType}); err != nil {
+			if err := p.reply(ctx, tx, cmd, Reply{Type: comp.replyType, Data: comp.emptyData(cmd)}); err != nil {
 				return 0, err
 			}
 		}
@@ -512,14 +529,17 @@ func (p *Participant) handleCommand(ctx context.Context, tx pgx.Tx, cmd Command)
 	}
 
 	if cmd.Phase == saga.PhaseCompensation {
-		res := EmptyCompensation
+		res, data := EmptyCompensation, any(nil)
 		if *claimed == outcomeApplied {
-			if err := comp.fn(ctx, tx, cmd); err != nil {
+			var err error
+			if data, err = comp.fn(ctx, tx, cmd); err != nil {
 				return 0, p.errorf(cmd, "compensation handler", err)
 			}
 			res = Compensated
+		} else {
+			data = comp.emptyData(cmd)
 		}
-		if err := p.reply(ctx, tx, cmd, Reply{Type: comp.replyType}); err != nil {
+		if err := p.reply(ctx, tx, cmd, Reply{Type: comp.replyType, Data: data}); err != nil {
 			return 0, err
 		}
 		return res, nil

@@ -85,14 +85,14 @@ func (f *fixture) participant(t *testing.T, name string) *participant.Participan
 		}
 		return participant.Reply{Type: reservedType, Data: map[string]int{"reserved": in.Qty}}, nil
 	})
-	p.Compensation(releaseType, releasedType, func(ctx context.Context, tx pgx.Tx, cmd participant.Command) error {
+	p.Compensation(releaseType, releasedType, func(ctx context.Context, tx pgx.Tx, cmd participant.Command) (any, error) {
 		f.compensations.Add(1)
 		if f.fail.Load() {
-			return errBoom
+			return nil, errBoom
 		}
 		_, err := tx.Exec(ctx, "DELETE FROM reservations WHERE saga_id = $1", cmd.SagaID)
-		return err
-	})
+		return nil, err
+	}, nil)
 	return p
 }
 
@@ -618,7 +618,7 @@ func TestConfig(t *testing.T) {
 		})
 	})
 	require.Panics(t, func() {
-		p.Compensation("c", "", func(context.Context, pgx.Tx, participant.Command) error { return nil })
+		p.Compensation("c", "", func(context.Context, pgx.Tx, participant.Command) (any, error) { return nil, nil }, nil)
 	})
 }
 

@@ -1,0 +1,58 @@
+// Command example-o2c runs the Order-to-Cash example: the saga of
+// sagas/order-to-cash.yaml run end to end by the dtx binaries and four
+// example services.
+//
+// When sales places an order (sales.order.placed on sales.events, written
+// through the outbox with the order), the orchestrator starts a saga with
+// the order id as saga id: reserve the stock (inventory), charge the payment
+// (accounting), schedule the delivery (delivery), confirm the order (sales).
+// A business failure compensates what was done, in reverse order.
+//
+// Subcommands:
+//
+//   - participants runs the four services, each a saga participant
+//     (pkg/saga/participant) behind a Watermill router on dtx's Kafka
+//     subscriber (consumer group "example-o2c-<service>") with dtx's
+//     middleware stack (dead letters to "<topic>.dlq"). It creates the
+//     saga's topics and the services' tables (schema example_o2c) if they
+//     do not exist and seeds the stock. --only runs some of them, --slow
+//     delays every command.
+//   - place places orders: each transaction inserts orders and writes their
+//     sales.order.placed events to the outbox. Every --sold-out-every,
+//     --decline-every and --fail-delivery-every-th order fails at the
+//     reservation (a SOLD-OUT line), the payment (a "cus-declined..."
+//     customer) or the delivery (a shipping address in Antarctica, "AQ").
+//   - report waits until every saga of a run has ended, prints the sagas by
+//     status and the services' net effects, and exits 1 unless the
+//     invariants hold: every saga terminal; a completed saga's stock
+//     reserved, payment charged, shipment scheduled and order confirmed,
+//     each once; a compensated saga's stock and payment back to zero and no
+//     active shipment; no effect recorded twice in the services' ledger.
+//
+// Every handler records what it did in the ledger table, in the
+// transaction of its effect, under a unique (service, saga, step, phase):
+// that is what shows each step's effect happened once.
+//
+// For brevity the four services share one database and reply through the
+// outbox of the dtx schema, published by the running outbox-relay. A real
+// service would have its own database with its own dtx schema (barrier and
+// outbox) and its own relay.
+//
+// # Compensation replies
+//
+// A compensation's success reply names the order, what was undone when the
+// command names it, and when; the same reply is built from the command when
+// there was nothing to undo (participant.ReplyDataFunc), so that it follows
+// the reply's schema either way.
+//
+// # How it fails
+//
+// A command that cannot be handled for good (bad payload, unknown order)
+// is dead-lettered, and its saga times out and compensates. Database
+// errors roll the command's transaction back and are retried by the
+// middleware. report exits 1 naming the first broken invariant and lists
+// the others.
+//
+// It reads DTX_DATABASE_URL, DTX_KAFKA_BROKERS, DTX_SCHEMA (default dtx)
+// and DTX_EXAMPLE_SCHEMA (default example_o2c); `make demo` runs it.
+package main
