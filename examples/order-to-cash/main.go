@@ -74,6 +74,7 @@ func participantsApp() service.App {
 		only          string
 		slow          time.Duration
 		exampleSchema string
+		topicPrefix   string
 	)
 	return service.App{
 		Name: "example-o2c",
@@ -87,6 +88,7 @@ if they do not exist.`,
 			fs.StringVar(&only, "only", strings.Join(allServices(), ","), "comma-separated services to run")
 			fs.DurationVar(&slow, "slow", 0, "wait this long before handling each command (fault tests)")
 			fs.StringVar(&exampleSchema, "example-schema", DefaultExampleSchema, "PostgreSQL schema of the services' own tables")
+			fs.StringVar(&topicPrefix, "topic-prefix", "", "prefix of every saga topic (the definition's and the orchestrator's topics must carry it too)")
 		},
 		ValidateFunc: func() error {
 			var errs []error
@@ -108,7 +110,7 @@ if they do not exist.`,
 			if err != nil {
 				return err
 			}
-			topics := DefaultTopics()
+			topics := DefaultTopics().WithPrefix(topicPrefix)
 			if err := createTopics(ctx, kadm.NewClient(env.Kafka), topics.All()); err != nil {
 				return err
 			}

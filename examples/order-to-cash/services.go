@@ -67,6 +67,14 @@ func DefaultTopics() Topics {
 	}
 }
 
+// WithPrefix returns the topics with prefix in front of each.
+func (t Topics) WithPrefix(prefix string) Topics {
+	return Topics{
+		SalesEvents: prefix + t.SalesEvents, Inventory: prefix + t.Inventory, Accounting: prefix + t.Accounting,
+		Delivery: prefix + t.Delivery, Sales: prefix + t.Sales, Replies: prefix + t.Replies, Events: prefix + t.Events,
+	}
+}
+
 // All returns every topic, for creating them.
 func (t Topics) All() []string {
 	return []string{t.SalesEvents, t.Inventory, t.Accounting, t.Delivery, t.Sales, t.Replies, t.Events}
