@@ -9,6 +9,7 @@ import (
 
 	"github.com/ThreeDotsLabs/watermill"
 	"github.com/ThreeDotsLabs/watermill/message"
+	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/vextrus/dtx/internal/service"
 	"github.com/vextrus/dtx/pkg/messaging"
@@ -38,6 +39,7 @@ type settings struct {
 	workers      int
 	scanInterval time.Duration
 	inFlight     int
+	session      time.Duration
 }
 
 func (st *settings) flags(s *service.Settings) {
@@ -56,6 +58,8 @@ func (st *settings) flags(s *service.Settings) {
 		fmt.Sprintf("batches in flight at once (1..%d)", orchestrator.MaxWorkers))
 	fs.DurationVar(&st.scanInterval, "scan-interval", orchestrator.DefaultScanInterval,
 		"how often the scheduler looks for due sagas (10ms..1m)")
+	fs.DurationVar(&st.session, "session-timeout", 45*time.Second,
+		"Kafka consumer group session timeout: how long a replica that died without leaving holds its partitions (6s..5m, within the broker's group.min/max.session.timeout.ms)")
 	fs.IntVar(&st.inFlight, "in-flight-per-partition", 64,
 		"messages of one partition handled at once, so that one transaction takes many (1..10000); a saga's own messages are serialised by its lock")
 }
@@ -82,6 +86,9 @@ func (st *settings) validate() error {
 	}
 	if st.inFlight < 1 || st.inFlight > 10000 {
 		bad("in-flight-per-partition", "%d is outside 1..10000", st.inFlight)
+	}
+	if st.session < 6*time.Second || st.session > 5*time.Minute {
+		bad("session-timeout", "%s is outside 6s..5m", st.session)
 	}
 	if st.group == "" {
 		bad("group", "must not be empty")
@@ -125,6 +132,7 @@ func (st *settings) run(ctx context.Context, env *service.Env) error {
 	wlog := watermill.NewSlogLogger(env.Logger)
 	client := kafka.ClientConfig{Brokers: env.Config.KafkaBrokers, ClientID: "dtx-orchestrator", Logger: wlog}
 	pub, err := kafka.NewPublisher(kafka.PublisherConfig{ClientConfig: client})
+	client.Opts = append(client.Opts, kgo.SessionTimeout(st.session), kgo.HeartbeatInterval(min(3*time.Second, st.session/3)))
 	if err != nil {
 		return err
 	}

@@ -75,6 +75,7 @@ func participantsApp() service.App {
 		slow          time.Duration
 		exampleSchema string
 		topicPrefix   string
+		session       time.Duration
 	)
 	return service.App{
 		Name: "example-o2c",
@@ -88,6 +89,7 @@ if they do not exist.`,
 			fs.StringVar(&only, "only", strings.Join(allServices(), ","), "comma-separated services to run")
 			fs.DurationVar(&slow, "slow", 0, "wait this long before handling each command (fault tests)")
 			fs.StringVar(&exampleSchema, "example-schema", DefaultExampleSchema, "PostgreSQL schema of the services' own tables")
+			fs.DurationVar(&session, "session-timeout", 45*time.Second, "Kafka consumer group session timeout (6s..5m)")
 			fs.StringVar(&topicPrefix, "topic-prefix", "", "prefix of every saga topic (the definition's and the orchestrator's topics must carry it too)")
 		},
 		ValidateFunc: func() error {
@@ -96,6 +98,9 @@ if they do not exist.`,
 				if !slices.Contains(allServices(), s) {
 					errs = append(errs, fmt.Errorf("only (DTX_ONLY): %q is not one of %s", s, strings.Join(allServices(), ",")))
 				}
+			}
+			if session < 6*time.Second || session > 5*time.Minute {
+				errs = append(errs, fmt.Errorf("session-timeout (DTX_SESSION_TIMEOUT): %s is outside 6s..5m", session))
 			}
 			if slow < 0 {
 				errs = append(errs, fmt.Errorf("slow (DTX_SLOW): %s is negative", slow))
@@ -117,7 +122,7 @@ if they do not exist.`,
 			return RunServices(ctx, ServicesConfig{
 				Pool: env.Pool, Schema: env.Config.Schema, ExampleSchema: exampleSchema,
 				Brokers: env.Config.KafkaBrokers, Topics: topics, Only: splitList(only), Slow: slow,
-				Schemas: reg, Logger: env.Logger, Registerer: env.Registry,
+				Schemas: reg, Logger: env.Logger, Registerer: env.Registry, SessionTimeout: session,
 			})
 		},
 	}

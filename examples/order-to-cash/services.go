@@ -15,6 +15,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/vextrus/dtx/pkg/messaging"
 	"github.com/vextrus/dtx/pkg/messaging/kafka"
@@ -117,6 +118,9 @@ type ServicesConfig struct {
 	Slow time.Duration
 	// Schemas validates what the services receive and write. Required.
 	Schemas *messaging.SchemaRegistry
+	// SessionTimeout is the Kafka consumer group session timeout. Defaults
+	// to franz-go's (45s).
+	SessionTimeout time.Duration
 	// Logger receives the services' logs. Defaults to slog.Default().
 	Logger *slog.Logger
 	// Registerer, if set, receives the participants' metrics.
@@ -198,6 +202,9 @@ func RunServices(ctx context.Context, cfg ServicesConfig) error {
 
 	wlog := watermill.NewSlogLogger(cfg.Logger)
 	client := kafka.ClientConfig{Brokers: cfg.Brokers, ClientID: "dtx-example-o2c", Logger: wlog}
+	if cfg.SessionTimeout > 0 {
+		client.Opts = append(client.Opts, kgo.SessionTimeout(cfg.SessionTimeout), kgo.HeartbeatInterval(min(3*time.Second, cfg.SessionTimeout/3)))
+	}
 	// Dead letters go to "<topic>.dlq", which the broker creates on first use.
 	pub, err := kafka.NewPublisher(kafka.PublisherConfig{ClientConfig: client, AutoCreateTopics: true})
 	if err != nil {
