@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"strconv"
 	"time"
 
@@ -174,9 +175,10 @@ func (s *Store) Config() Config { return s.cfg }
 
 // Append appends in a transaction of its own: it commits the events and
 // their outbox rows together (see AppendTx). A version conflict rolls back
-// and returns the *VersionConflictError. It costs two round trips whatever
-// the number of events: BEGIN, the stream's lock, the version check and the
-// events' insert in the first, the outbox rows and COMMIT in the second.
+// and returns the *VersionConflictError. It costs one round trip whatever
+// the number of events: BEGIN, the stream's lock, one statement that checks
+// the version and inserts the events and their outbox rows, and COMMIT go
+// in one pipeline.
 func (s *Store) Append(ctx context.Context, p eventstore.AppendParams) (eventstore.AppendResult, error) {
 	if err := p.Validate(); err != nil {
 		return eventstore.AppendResult{}, err
@@ -206,37 +208,23 @@ func (s *Store) Append(ctx context.Context, p eventstore.AppendParams) (eventsto
 
 	var b pgx.Batch
 	b.Queue("BEGIN")
-	inTx = true
 	check, err := s.ob.QueueLock(&b, in.topic, p.StreamID)
 	if err != nil {
 		return eventstore.AppendResult{}, fmt.Errorf("eventstore/postgres: append to %q: lock the stream: %w", p.StreamID, err)
 	}
+	inTx = true
 	var r appendResult
 	s.queueAppend(&b, p, in, true, &r)
+	b.Queue("COMMIT")
 	sendErr := conn.SendBatch(ctx, &b).Close()
 	if sendErr == nil {
+		inTx = false
 		// A fresh transaction holds no id when it takes the lock: the check
 		// has nothing to verify, and the append has written.
 		sendErr = check(ctx, conn)
 	}
 	if err := s.appendResult(p, r, sendErr); err != nil {
 		return eventstore.AppendResult{}, err
-	}
-
-	b = pgx.Batch{}
-	obCheck, err := s.ob.QueueWriteEnvelopes(&b, in.topic, s.envelopes(p, in, r)...)
-	if err != nil {
-		return eventstore.AppendResult{}, fmt.Errorf("eventstore/postgres: append to %q: write the outbox: %w", p.StreamID, err)
-	}
-	b.Queue("COMMIT")
-	if err := conn.SendBatch(ctx, &b).Close(); err != nil {
-		return eventstore.AppendResult{}, fmt.Errorf("eventstore/postgres: append to %q: write the outbox and commit: %w", p.StreamID, err)
-	}
-	inTx = false
-	if err := obCheck(); err != nil {
-		// Unreachable: the outbox's key lock is the stream's, held since
-		// the transaction's start.
-		return eventstore.AppendResult{}, fmt.Errorf("eventstore/postgres: append to %q (committed): %w", p.StreamID, err)
 	}
 	return eventstore.AppendResult{Version: r.current + int64(len(p.Events)), Position: eventstore.Position{TxID: r.txID, Pos: r.lastPos}}, nil
 }
@@ -285,7 +273,12 @@ func (r *appendResult) dest() []any {
 
 // appendInput is an append's parameters as the append query takes them.
 type appendInput struct {
-	topic    string
+	topic string
+	// The outbox rows, with room for their stream version and time, which
+	// the append statement sets.
+	keys     []*string
+	headers  [][]byte
+	payloads [][]byte
 	ids      []string
 	types    []string
 	versions []int32
@@ -319,13 +312,22 @@ func (s *Store) prepare(p eventstore.AppendParams) (appendInput, error) {
 		}
 		in.metadata[i] = md
 	}
+	recs, err := s.ob.Records(s.envelopes(p, in)...)
+	if err != nil {
+		return appendInput{}, fmt.Errorf("eventstore/postgres: append to %q: the outbox records: %w", p.StreamID, err)
+	}
+	in.keys, in.headers, in.payloads = make([]*string, n), make([][]byte, n), make([][]byte, n)
+	for i, r := range recs {
+		in.keys[i], in.headers[i], in.payloads[i] = r.Key, r.Headers, r.Payload
+	}
 	return in, nil
 }
 
 // queueAppend queues the append query; onlyWithoutID makes it write only if
 // the transaction has no id yet.
 func (s *Store) queueAppend(b *pgx.Batch, p eventstore.AppendParams, in appendInput, onlyWithoutID bool, r *appendResult) {
-	b.Queue(s.q.append, p.StreamID, p.StreamType, int64(p.Expected), in.ids, in.types, in.versions, in.data, in.metadata, onlyWithoutID).
+	b.Queue(s.q.append, p.StreamID, p.StreamType, int64(p.Expected), in.ids, in.types, in.versions, in.data, in.metadata, onlyWithoutID,
+		in.topic, in.keys, in.headers, in.payloads).
 		QueryRow(func(row pgx.Row) error { return row.Scan(r.dest()...) })
 }
 
@@ -356,8 +358,17 @@ func (s *Store) appendResult(p eventstore.AppendParams, r appendResult, err erro
 	return nil
 }
 
-// envelopes are the outbox records of the appended events.
-func (s *Store) envelopes(p eventstore.AppendParams, in appendInput, r appendResult) []messaging.Envelope {
+// Placeholders of the values the append statement writes into each outbox
+// row's headers, as long as the longest value: the record's size is checked
+// with them.
+var (
+	placeholderVersion = strconv.FormatInt(math.MaxInt64, 10)
+	placeholderTime    = time.Date(9999, 12, 31, 23, 59, 59, 999999000, time.UTC)
+)
+
+// envelopes are the outbox records of the events, with placeholders for
+// their stream version and time.
+func (s *Store) envelopes(p eventstore.AppendParams, in appendInput) []messaging.Envelope {
 	envs := make([]messaging.Envelope, len(p.Events))
 	for i, e := range p.Events {
 		envs[i] = messaging.Envelope{
@@ -365,7 +376,7 @@ func (s *Store) envelopes(p eventstore.AppendParams, in appendInput, r appendRes
 			Type:            e.Type,
 			Source:          s.cfg.Source,
 			Subject:         p.StreamID,
-			Time:            r.recordedAt.UTC(),
+			Time:            placeholderTime,
 			DataContentType: messaging.ContentTypeJSON,
 			SchemaVersion:   int(in.versions[i]),
 			PartitionKey:    p.StreamID,
@@ -375,7 +386,7 @@ func (s *Store) envelopes(p eventstore.AppendParams, in appendInput, r appendRes
 			TraceState:      e.Metadata.TraceState,
 			Extensions: map[string]string{
 				eventstore.ExtensionStreamType:    p.StreamType,
-				eventstore.ExtensionStreamVersion: strconv.FormatInt(r.current+int64(i)+1, 10),
+				eventstore.ExtensionStreamVersion: placeholderVersion,
 			},
 			Data: e.Data,
 		}
@@ -410,9 +421,6 @@ func (s *Store) appendTx(ctx context.Context, tx pgx.Tx, p eventstore.AppendPara
 	}
 	if err := s.appendResult(p, r, sendErr); err != nil {
 		return eventstore.AppendResult{}, err
-	}
-	if err := s.ob.WriteEnvelopes(ctx, tx, in.topic, s.envelopes(p, in, r)...); err != nil {
-		return eventstore.AppendResult{}, fmt.Errorf("eventstore/postgres: append to %q: write the outbox: %w", p.StreamID, err)
 	}
 	return eventstore.AppendResult{
 		Version:  r.current + int64(len(p.Events)),

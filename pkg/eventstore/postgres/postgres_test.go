@@ -6,6 +6,7 @@ import (
 	"errors"
 	"strconv"
 	"testing"
+	"time"
 
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/jackc/pgx/v5"
@@ -157,6 +158,8 @@ func TestAppendWritesOutboxEnvelopes(t *testing.T) {
 		require.Equal(t, ev.Metadata.TraceParent, env.TraceParent)
 		require.Equal(t, postgres.DefaultSource, env.Source)
 		require.True(t, ev.RecordedAt.Equal(env.Time))
+		require.Equal(t, ev.RecordedAt.UTC().Format(time.RFC3339Nano), r.Headers[messaging.HeaderTime],
+			"ce_time written as messaging writes times")
 		require.Equal(t, "order", env.Extensions[eventstore.ExtensionStreamType])
 		require.Equal(t, strconv.FormatInt(ev.Version, 10), env.Extensions[eventstore.ExtensionStreamVersion])
 		require.JSONEq(t, string(ev.Data), string(env.Data))

@@ -486,3 +486,36 @@ func (o *Outbox) QueueLock(b *pgx.Batch, topic string, keys ...string) (check fu
 		return o.orderRisk(topic, distinct, lock.readCommitted, !inverted)
 	}, nil
 }
+
+// Record is an outbox row as Write inserts it: the record key (nil for
+// none), the headers as a JSON object of strings, and the payload.
+type Record struct {
+	Key     *string
+	Headers []byte
+	Payload []byte
+}
+
+// Records checks envs as WriteEnvelopes does (envelope, schema, text, size)
+// and returns the rows it would insert, for a caller that inserts them with
+// its own statement (in one round trip with its other writes). The caller
+// must hold the key locks (Lock or QueueLock) before inserting them, and may
+// change header values only for values no longer than those it passed (the
+// size was checked with these).
+func (o *Outbox) Records(envs ...messaging.Envelope) ([]Record, error) {
+	msgs, err := envelopeMessages("", envs)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]Record, len(msgs))
+	for i, msg := range msgs {
+		r, err := o.envelopeRow(envs[i], msg)
+		if err != nil {
+			return nil, fmt.Errorf("outbox: %w", &MessageError{Index: i, ID: msg.UUID, Err: err})
+		}
+		out[i] = Record{Headers: r.headers, Payload: r.payload}
+		if r.key != "" {
+			out[i].Key = &r.key
+		}
+	}
+	return out, nil
+}
