@@ -55,7 +55,8 @@
 // # Wake-ups
 //
 // The relay listens on the channel "<schema>.outbox", which the outbox's
-// trigger notifies at each commit, and reads at once when woken. It polls
+// trigger notifies at commit (one committing writer at a time: see package
+// txlog), and reads at once when woken, and again EchoInterval later. It polls
 // every PollInterval too (every 200ms while rows wait behind an open
 // transaction), so lost notifications cost latency, never rows. A full
 // batch is followed by the next read without waiting.

@@ -16,10 +16,20 @@
 // and the checkpoints table txlog_checkpoints (migration 003) live in the
 // same schema; the log is known there by its table name. To wake readers at
 // commit, a writer calls Notify in its transaction, or the log's migration
-// attaches the trigger function of migration 003:
+// attaches a trigger function: txlog_notify (migration 003, notifies at every
+// commit) or, as the outbox and the events tables do, txlog_notify_at_commit
+// (migration 010) as a deferred constraint trigger:
 //
-//	CREATE TRIGGER outbox_notify AFTER INSERT ON {{.schema}}.outbox
-//	    FOR EACH STATEMENT EXECUTE FUNCTION {{.schema}}.txlog_notify('dtx_outbox');
+//	CREATE CONSTRAINT TRIGGER outbox_notify AFTER INSERT ON {{.schema}}.outbox
+//	    DEFERRABLE INITIALLY DEFERRED FOR EACH ROW
+//	    EXECUTE FUNCTION {{.schema}}.txlog_notify_at_commit('dtx.outbox');
+//
+// PostgreSQL serialises the commits of notifying transactions (a lock held
+// through the WAL flush), which takes group commit away from concurrent
+// writers. txlog_notify_at_commit lets one committing transaction at a time
+// notify a channel; the others commit without notifying, and
+// Subscription.Wait polls once EchoInterval after every wake-up to read what
+// they committed.
 //
 // A table with a time column (created_at) also gets the lag in seconds
 // metric. Retention deletes rows in (tx_id, position) order through the same

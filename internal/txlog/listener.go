@@ -310,13 +310,24 @@ func (w Wake) String() string {
 type Subscription struct {
 	l    *Listener
 	wake chan struct{}
+	// echo: the last Wait returned on a notification, so the next one
+	// waits at most EchoInterval.
+	echo bool
 }
+
+// EchoInterval is the longest Wait waits after a Wait that returned on a
+// notification. A writer that commits while another is notifying the same
+// channel does not notify (migration 010: PostgreSQL serialises the commits
+// of notifying transactions, so dtx lets one at a time notify); this read
+// shortly after every wake-up picks up what such writers committed.
+const EchoInterval = 10 * time.Millisecond
 
 // Wait blocks until new rows may be readable: a notification arrived since
 // the previous Wait returned (or since Subscribe), or the poll interval
 // passed (BlockedPollInterval when blocked is true, PollInterval otherwise),
 // or ctx is done, which returns ctx's error. Pass the HorizonBlocked of the
-// last read as blocked.
+// last read as blocked. After a Wait that returned on a notification, the
+// next one waits at most EchoInterval (see there).
 //
 // A notification is delivered when the writing transaction commits, but its
 // rows may still be held behind the horizon by an older transaction: after a
@@ -326,12 +337,17 @@ func (s *Subscription) Wait(ctx context.Context, blocked bool) (Wake, error) {
 	if blocked {
 		interval = s.l.cfg.BlockedPollInterval
 	}
+	if s.echo {
+		interval = min(interval, EchoInterval)
+		s.echo = false
+	}
 	timer := time.NewTimer(interval)
 	defer timer.Stop()
 	select {
 	case <-ctx.Done():
 		return 0, ctx.Err()
 	case <-s.wake:
+		s.echo = true
 		return WakeNotified, nil
 	case <-timer.C:
 		return WakePolled, nil

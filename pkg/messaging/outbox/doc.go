@@ -23,7 +23,8 @@
 //     one statement of the caller's transaction and one round trip (the key
 //     locks travel in the same pipeline); they commit or roll back with it.
 //     At commit the table's trigger notifies the channel "<schema>.outbox",
-//     which wakes the relay; a rolled-back transaction notifies nothing.
+//     which wakes the relay (unless another committing writer is notifying
+//     it: see package txlog); a rolled-back transaction notifies nothing.
 //   - All or nothing per call. Every message is checked before anything is
 //     written: a valid dtx envelope (messaging.Decode) whose UUID is its
 //     ce_id, a payload that follows its JSON Schema when Config.Registry is
