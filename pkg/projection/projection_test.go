@@ -448,3 +448,40 @@ func TestHandlers(t *testing.T) {
 	require.Equal(t, []string{"1"}, got)
 	require.ErrorIs(t, h.Apply(t.Context(), nil, eventstore.RecordedEvent{Type: "c"}), projection.ErrUnhandledType)
 }
+
+// An event whose transaction commits late is applied once, in its place:
+// the events committed after it wait until it commits. A runner ordering by
+// position alone would apply them first and skip it.
+func TestRunAppliesALateCommitOnceInItsPlace(t *testing.T) {
+	t.Parallel()
+	f := setup(t)
+	ctx := t.Context()
+	_, before := f.appendOrders(t, 0, 3)
+
+	tx, err := f.pool.Begin(ctx)
+	require.NoError(t, err)
+	defer func() { _ = tx.Rollback(ctx) }()
+	late, err := f.store.AppendTx(ctx, tx, eventstore.AppendParams{StreamID: "order-late", StreamType: "order",
+		Expected: eventstore.NoStream, Events: []eventstore.EventData{{Type: typePlaced, Data: json.RawMessage(`{"customer":"late"}`)}}})
+	require.NoError(t, err)
+	_, after := f.appendOrders(t, 3, 5)
+
+	run(t, f.runner(t, nil), f.proj)
+	logged := func() int {
+		var n int
+		require.NoError(t, f.pool.QueryRow(ctx, "SELECT count(*) FROM order_log").Scan(&n))
+		return n
+	}
+	require.Eventually(t, func() bool { return logged() == before }, 30*time.Second, 10*time.Millisecond)
+	require.Never(t, func() bool { return logged() > before }, 500*time.Millisecond, 20*time.Millisecond,
+		"events committed after the open transaction wait for it")
+
+	require.NoError(t, tx.Commit(ctx))
+	require.Eventually(t, func() bool { return logged() == before+1+after }, 30*time.Second, 10*time.Millisecond)
+	f.requireLogOnce(t, "order_log", before+1+after)
+
+	var lateSeq int
+	require.NoError(t, f.pool.QueryRow(ctx, `SELECT l.seq FROM order_log l JOIN events e ON e.event_id = l.event_id
+		WHERE e.stream_id = 'order-late'`).Scan(&lateSeq))
+	require.Equal(t, before+1, lateSeq, "the late event is applied in its place in the global order, %v", late.Position)
+}
