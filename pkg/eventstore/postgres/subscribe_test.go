@@ -141,7 +141,7 @@ func TestSubscribeHandlerErrorRollsBackAndRetries(t *testing.T) {
 	createProjection(t, f)
 	appendN(t, f, "s", 5)
 
-	var calls, failures atomic.Int64
+	var calls, fourth, failures atomic.Int64
 	var attempts []int
 	var mu sync.Mutex
 	errBoom := errors.New("boom")
@@ -152,6 +152,9 @@ func TestSubscribeHandlerErrorRollsBackAndRetries(t *testing.T) {
 		MaxRetryDelay: 5 * time.Millisecond,
 		Handler: func(ctx context.Context, tx pgx.Tx, ev eventstore.RecordedEvent) error {
 			calls.Add(1)
+			if ev.Version == 4 {
+				fourth.Add(1)
+			}
 			if err := project(ctx, tx, ev); err != nil {
 				return err
 			}
@@ -174,7 +177,11 @@ func TestSubscribeHandlerErrorRollsBackAndRetries(t *testing.T) {
 	got := waitProjected(t, f, 5)
 	require.NoError(t, stop())
 	require.Equal(t, allIDs(t, f), got, "the failed batches left no effect")
-	require.Equal(t, int64(4+4+5), calls.Load(), "two failed attempts, then the batch")
+	// How the five events split into batches depends on the horizon (other
+	// transactions of the cluster), so count the failing event's handlings:
+	// two failed attempts, then the one that succeeds.
+	require.Equal(t, int64(3), fourth.Load(), "two failed attempts, then the batch")
+	require.GreaterOrEqual(t, calls.Load(), int64(4+2), "every event, and the retried ones again")
 	mu.Lock()
 	require.Equal(t, []int{1, 2}, attempts)
 	mu.Unlock()
