@@ -164,31 +164,22 @@ func (st *settings) run(ctx context.Context, env *service.Env) error {
 	env.Logger.InfoContext(ctx, "orchestrator: running", "definitions", len(defs), "topics", topics,
 		"reply_topic", st.replyTopic, "event_topic", st.eventTopic, "max_batch", st.maxBatch, "workers", st.workers)
 
+	// The workers and the scheduler outlive the router: its handlers in
+	// flight wait for their batch while it drains.
 	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancel()
 	var wg sync.WaitGroup
 	var runErr error
 	wg.Go(func() { runErr = o.Run(runCtx) })
-	routerErr := make(chan error, 1)
-	go func() { routerErr <- router.Run(runCtx) }()
-
-	select {
-	case <-ctx.Done():
-	case err := <-routerErr:
-		cancel()
-		wg.Wait()
-		return fmt.Errorf("orchestrator: router stopped: %w", err)
-	}
-	// Drain: stop consuming first (the router waits for handlers in flight,
-	// which wait for their batch), then stop the workers and the scheduler.
-	if err := router.Close(); err != nil {
-		env.Logger.WarnContext(ctx, "orchestrator: router close", "err", err)
-	}
+	routerErr := messaging.RunRouter(ctx, router)
 	cancel()
-	if err := <-routerErr; err != nil {
-		env.Logger.WarnContext(ctx, "orchestrator: router ended", "err", err)
-	}
 	wg.Wait()
+	if routerErr != nil {
+		if ctx.Err() == nil {
+			return fmt.Errorf("orchestrator: %w", routerErr)
+		}
+		env.Logger.WarnContext(ctx, "orchestrator: drain", "err", routerErr)
+	}
 	env.Logger.InfoContext(ctx, "orchestrator: stopped")
 	return runErr
 }

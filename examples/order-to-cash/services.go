@@ -245,22 +245,11 @@ func RunServices(ctx context.Context, cfg ServicesConfig) error {
 	cfg.Logger.InfoContext(ctx, "order-to-cash services: running", "services", cfg.Only,
 		"schema", cfg.Schema, "example_schema", cfg.ExampleSchema, "slow", cfg.Slow.String())
 
-	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	defer cancel()
-	routerErr := make(chan error, 1)
-	go func() { routerErr <- router.Run(runCtx) }()
-	select {
-	case <-ctx.Done():
-	case err := <-routerErr:
-		return fmt.Errorf("order-to-cash services: router stopped: %w", err)
-	}
-	// Drain: the router stops consuming and waits for the handlers in flight.
-	if err := router.Close(); err != nil {
-		cfg.Logger.WarnContext(ctx, "order-to-cash services: router close", "err", err)
-	}
-	cancel()
-	if err := <-routerErr; err != nil {
-		cfg.Logger.WarnContext(ctx, "order-to-cash services: router ended", "err", err)
+	if err := messaging.RunRouter(ctx, router); err != nil {
+		if ctx.Err() == nil {
+			return fmt.Errorf("order-to-cash services: %w", err)
+		}
+		cfg.Logger.WarnContext(ctx, "order-to-cash services: drain", "err", err)
 	}
 	cfg.Logger.InfoContext(ctx, "order-to-cash services: stopped")
 	return nil

@@ -10,6 +10,8 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/vextrus/dtx/internal/wait"
 )
 
 // errLeaseLost is returned by the checkpoint's fence when the relay no
@@ -112,7 +114,7 @@ func (l *lease) run(ctx context.Context) {
 				backoff = minBackoff
 			}
 		}
-		if !sleep(ctx, jitter(pause)) {
+		if !wait.Sleep(ctx, jitter(pause)) {
 			return
 		}
 	}

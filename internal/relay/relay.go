@@ -13,6 +13,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/vextrus/dtx/internal/txlog"
+	"github.com/vextrus/dtx/internal/wait"
 )
 
 // outboxLog is the outbox's table name, which names the log in
@@ -169,7 +170,7 @@ func (r *Relay) loop(ctx context.Context, cl *kgo.Client, l *lease, w *txlog.Sub
 	fail := func(kind, msg string, err error) {
 		r.m.errors.WithLabelValues(kind).Inc()
 		r.cfg.Logger.Warn("relay: "+msg, "retry_in", backoff.String(), "err", err)
-		sleep(ctx, jitter(backoff))
+		wait.Sleep(ctx, jitter(backoff))
 		backoff = min(backoff*2, r.cfg.MaxBackoff)
 	}
 	for ctx.Err() == nil {

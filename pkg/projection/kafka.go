@@ -175,8 +175,7 @@ func (r *Runner) RunKafka(ctx context.Context, params KafkaParams, projections .
 	for _, t := range params.Topics {
 		router.AddConsumerHandler("projection:"+t, t, params.Subscriber, h.handle)
 	}
-	if err := router.Run(ctx); err != nil {
-		_ = router.Close()
+	if err := messaging.RunRouter(ctx, router); err != nil {
 		return fmt.Errorf("projection: RunKafka: %w", err)
 	}
 	return nil

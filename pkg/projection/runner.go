@@ -13,6 +13,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/vextrus/dtx/internal/txlog"
+	"github.com/vextrus/dtx/internal/wait"
 	"github.com/vextrus/dtx/pkg/eventstore"
 	"github.com/vextrus/dtx/pkg/eventstore/postgres"
 )
@@ -224,7 +225,7 @@ func (r *Runner) run(ctx context.Context, p Projection, untilCaughtUp bool) (boo
 			return false, nil
 		}
 		r.cfg.Logger.WarnContext(ctx, "projection: register the checkpoint; retrying", "projection", name, "err", err)
-		if !sleep(ctx, r.cfg.PollInterval) {
+		if !wait.Sleep(ctx, r.cfg.PollInterval) {
 			return false, nil
 		}
 	}
@@ -281,7 +282,7 @@ func (r *Runner) run(ctx context.Context, p Projection, untilCaughtUp bool) (boo
 		case err != nil:
 			attempt++
 			r.cfg.Logger.WarnContext(ctx, "projection: batch failed; retrying", "projection", name, "attempt", attempt, "err", err)
-			if !sleep(ctx, backoff(attempt)) {
+			if !wait.Sleep(ctx, wait.Backoff(minRetryDelay, maxRetryDelay, attempt)) {
 				return false, nil
 			}
 			continue
@@ -369,27 +370,6 @@ func (r *Runner) batch(ctx context.Context, cp *txlog.Reader[struct{}], a applie
 func lockCheckpointQuery(schema string) string {
 	return `SELECT tx_id::text::bigint, position FROM ` + pgx.Identifier{schema, "txlog_checkpoints"}.Sanitize() + `
 WHERE log_name = $1 AND reader = $2 FOR UPDATE`
-}
-
-// backoff returns the wait before retry attempt (from 1).
-func backoff(attempt int) time.Duration {
-	d := minRetryDelay
-	for i := 1; i < attempt && d < maxRetryDelay; i++ {
-		d *= 2
-	}
-	return min(d, maxRetryDelay)
-}
-
-// sleep waits d or until ctx ends, and reports whether d passed.
-func sleep(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C:
-		return true
-	}
 }
 
 // AllTypes in a projection's Handles means every event type.

@@ -71,10 +71,18 @@ func startRelay(t *testing.T, o relayOpts) *relayProc {
 		"DTX_DRAIN_TIMEOUT=15s",
 		"DTX_INSTANCE_ID=" + o.name,
 	}
+	return startProcess(t, o.name, cmd)
+}
+
+// startProcess starts cmd (a dtx binary), reads its JSON log, and waits
+// until its admin server listens. Cleanup kills it if it still runs, waits
+// for it, and logs its log if the test failed.
+func startProcess(t *testing.T, name string, cmd *exec.Cmd) *relayProc {
+	t.Helper()
 	stderr, err := cmd.StderrPipe()
 	require.NoError(t, err)
 	require.NoError(t, cmd.Start())
-	p := &relayProc{name: o.name, cmd: cmd, logs: proctest.NewLogs(), done: make(chan struct{})}
+	p := &relayProc{name: name, cmd: cmd, logs: proctest.NewLogs(), done: make(chan struct{})}
 	go func() {
 		p.logs.Consume(stderr)
 		_ = cmd.Wait() // The exit status is read from cmd.ProcessState.
@@ -85,10 +93,10 @@ func startRelay(t *testing.T, o relayOpts) *relayProc {
 		_ = cmd.Process.Kill()
 		<-p.done
 		if t.Failed() {
-			t.Logf("log of relay %s:\n%s", p.name, p.logs.String())
+			t.Logf("log of %s:\n%s", p.name, p.logs.String())
 		}
 	})
-	rec := p.logs.WaitFor(t, msgAdminListening, 30*time.Second)
+	rec := p.logs.WaitFor(t, msgAdminListening, 60*time.Second)
 	p.admin = "http://" + rec["addr"].(string)
 	return p
 }

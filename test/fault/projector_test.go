@@ -11,7 +11,6 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -20,7 +19,6 @@ import (
 
 	"github.com/vextrus/dtx/internal/testkit/kafkatest"
 	"github.com/vextrus/dtx/internal/testkit/pgtest"
-	"github.com/vextrus/dtx/internal/testkit/proctest"
 	"github.com/vextrus/dtx/pkg/eventstore"
 	"github.com/vextrus/dtx/pkg/eventstore/postgres"
 	"github.com/vextrus/dtx/pkg/projection"
@@ -64,25 +62,7 @@ func startProjector(t *testing.T, name, schema string, batchSize int, args ...st
 		"DTX_DRAIN_TIMEOUT=15s",
 		"DTX_INSTANCE_ID=" + name,
 	}
-	stderr, err := cmd.StderrPipe()
-	require.NoError(t, err)
-	require.NoError(t, cmd.Start())
-	p := &relayProc{name: name, cmd: cmd, logs: proctest.NewLogs(), done: make(chan struct{})}
-	go func() {
-		p.logs.Consume(stderr)
-		_ = cmd.Wait()
-		close(p.done)
-	}()
-	t.Cleanup(func() {
-		_ = cmd.Process.Signal(syscall.SIGCONT)
-		_ = cmd.Process.Kill()
-		<-p.done
-		if t.Failed() {
-			t.Logf("log of projector %s:\n%s", p.name, p.logs.String())
-		}
-	})
-	rec := p.logs.WaitFor(t, msgAdminListening, 30*time.Second)
-	p.admin = "http://" + rec["addr"].(string)
+	p := startProcess(t, name, cmd)
 	p.logs.WaitFor(t, msgProjectorRunning, 30*time.Second)
 	return p
 }

@@ -20,7 +20,6 @@ import (
 
 	"github.com/vextrus/dtx/internal/testkit/kafkatest"
 	"github.com/vextrus/dtx/internal/testkit/pgtest"
-	"github.com/vextrus/dtx/internal/testkit/proctest"
 	"github.com/vextrus/dtx/pkg/messaging"
 	"github.com/vextrus/dtx/pkg/saga"
 )
@@ -69,33 +68,7 @@ func (r *sagaRig) start(t *testing.T, name, binary string, args ...string) *rela
 	t.Helper()
 	cmd := exec.Command(filepath.Join(binDir, binary), args...)
 	cmd.Env = r.env(name)
-	stderr, err := cmd.StderrPipe()
-	require.NoError(t, err)
-	require.NoError(t, cmd.Start())
-	p := &relayProc{name: name, cmd: cmd, logs: proctest.NewLogs(), done: make(chan struct{})}
-	go func() {
-		p.logs.Consume(stderr)
-		_ = cmd.Wait()
-		close(p.done)
-	}()
-	t.Cleanup(func() {
-		_ = cmd.Process.Kill()
-		<-p.done
-		if t.Failed() {
-			t.Logf("log of %s:\n%s", p.name, tail(p.logs.String(), 60))
-		}
-	})
-	rec := p.logs.WaitFor(t, msgAdminListening, 60*time.Second)
-	p.admin = "http://" + rec["addr"].(string)
-	return p
-}
-
-func tail(s string, lines int) string {
-	parts := strings.Split(s, "\n")
-	if len(parts) > lines {
-		parts = parts[len(parts)-lines:]
-	}
-	return strings.Join(parts, "\n")
+	return startProcess(t, name, cmd)
 }
 
 func (r *sagaRig) orchestrator(t *testing.T, name string) *relayProc {

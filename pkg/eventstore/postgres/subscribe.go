@@ -10,6 +10,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/vextrus/dtx/internal/txlog"
+	"github.com/vextrus/dtx/internal/wait"
 	"github.com/vextrus/dtx/pkg/eventstore"
 )
 
@@ -245,7 +246,7 @@ func (s *Store) Subscribe(ctx context.Context, p SubscribeParams) error {
 			if stop := p.ErrorFunc(ctx, err, attempt); stop != nil {
 				return stop
 			}
-			if !sleep(ctx, backoff(p.MinRetryDelay, p.MaxRetryDelay, attempt)) {
+			if !wait.Sleep(ctx, wait.Backoff(p.MinRetryDelay, p.MaxRetryDelay, attempt)) {
 				return nil
 			}
 			continue
@@ -331,26 +332,4 @@ func (sb subscriber) batch(ctx context.Context, after txlog.Position) (next txlo
 		return after, false, false, err
 	}
 	return b.End, b.Full, b.HorizonBlocked, nil
-}
-
-// backoff returns the wait before retry attempt (from 1): lo, doubling,
-// at most hi.
-func backoff(lo, hi time.Duration, attempt int) time.Duration {
-	d := lo
-	for i := 1; i < attempt && d < hi; i++ {
-		d *= 2
-	}
-	return min(d, hi)
-}
-
-// sleep waits d or until ctx ends, and reports whether d passed.
-func sleep(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C:
-		return true
-	}
 }

@@ -192,15 +192,10 @@ func (w *writes) add(topic string, env messaging.Envelope) {
 	w.envs[topic] = append(w.envs[topic], env)
 }
 
+// historyRow is a timeline entry to insert (its Seq is the table's).
 type historyRow struct {
-	SagaID    string    `json:"saga_id"`
-	At        time.Time `json:"at"`
-	Step      string    `json:"step,omitempty"`
-	Phase     string    `json:"phase,omitempty"`
-	Attempt   int       `json:"attempt,omitempty"`
-	Outcome   string    `json:"outcome"`
-	ReplyType string    `json:"reply_type,omitempty"`
-	Detail    string    `json:"detail,omitempty"`
+	SagaID string `json:"saga_id"`
+	TimelineEntry
 }
 
 // apply transitions the item's saga and collects what to write.
@@ -272,10 +267,10 @@ func (o *Orchestrator) apply(it *item, sagas map[string]*instance, now time.Time
 		w.add(e.topic, e.env)
 	}
 	for _, h := range res.History {
-		w.history = append(w.history, historyRow{
-			SagaID: it.sagaID, At: h.At, Step: h.Step, Phase: string(h.Phase), Attempt: h.Attempt,
+		w.history = append(w.history, historyRow{SagaID: it.sagaID, TimelineEntry: TimelineEntry{
+			At: h.At, Step: h.Step, Phase: string(h.Phase), Attempt: h.Attempt,
 			Outcome: string(h.Outcome), ReplyType: h.ReplyType, Detail: h.Detail,
-		})
+		}})
 	}
 	inst.state = res.State
 	inst.changed = true

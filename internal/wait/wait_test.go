@@ -1,0 +1,29 @@
+package wait_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/vextrus/dtx/internal/wait"
+)
+
+func TestBackoff(t *testing.T) {
+	t.Parallel()
+	lo, hi := 10*time.Millisecond, 70*time.Millisecond
+	var got []time.Duration
+	for attempt := 1; attempt <= 5; attempt++ {
+		got = append(got, wait.Backoff(lo, hi, attempt))
+	}
+	require.Equal(t, []time.Duration{10 * time.Millisecond, 20 * time.Millisecond, 40 * time.Millisecond, hi, hi}, got)
+}
+
+func TestSleep(t *testing.T) {
+	t.Parallel()
+	require.True(t, wait.Sleep(context.Background(), time.Millisecond))
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	require.False(t, wait.Sleep(ctx, time.Hour), "a done context ends the wait")
+}
