@@ -1,13 +1,15 @@
 // Package migrations holds dtx's PostgreSQL schema as numbered SQL migrations,
-// embedded in every binary that applies them. Package internal/migrate runs
-// them; operators run them with `dtxctl migrate`.
+// embedded in every binary that applies them. Package
+// github.com/vextrus/dtx/pkg/migrate runs them, for services and their tests
+// as for the dtx binaries; operators run them with `dtxctl migrate`.
 //
 // # Format
 //
 // Each file is named NNN_description.sql, numbered from 001 without gaps. It is
-// a Go text/template evaluated by github.com/jackc/tern/v2/migrate with one
-// datum, {{.schema}}: the target schema as a quoted SQL identifier (for
-// example "dtx"). The runner validates the schema name as a plain lower-case
+// a Go text/template evaluated by github.com/jackc/tern/v2/migrate with two
+// data: {{.schema}}, the target schema as a quoted SQL identifier (for
+// example "dtx"), and {{.schema_name}}, the same name unquoted, for use inside
+// string literals such as NOTIFY channel names. The runner validates the schema name as a plain lower-case
 // identifier before it reaches a template, so no unchecked text is ever spliced
 // into SQL. Every object a migration creates is qualified with {{.schema}};
 // nothing depends on search_path.

@@ -9,7 +9,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
-	"github.com/vextrus/dtx/internal/migrate"
+	"github.com/vextrus/dtx/pkg/migrate"
 )
 
 func runMigrateUp(ctx context.Context, cio *cmdIO, args []string) error {

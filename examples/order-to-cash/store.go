@@ -8,7 +8,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
-	"github.com/vextrus/dtx/internal/migrate"
+	"github.com/vextrus/dtx/pkg/migrate"
 )
 
 // DefaultExampleSchema holds the example services' own tables.

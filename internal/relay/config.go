@@ -12,8 +12,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/vextrus/dtx/internal/migrate"
 	"github.com/vextrus/dtx/internal/txlog"
+	"github.com/vextrus/dtx/pkg/migrate"
 )
 
 // Defaults and limits of Config.

@@ -8,7 +8,7 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
-	"github.com/vextrus/dtx/internal/migrate"
+	"github.com/vextrus/dtx/pkg/migrate"
 )
 
 // migrateWithRetry applies pending migrations, waiting for PostgreSQL with

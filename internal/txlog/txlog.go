@@ -12,7 +12,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 
-	"github.com/vextrus/dtx/internal/migrate"
+	"github.com/vextrus/dtx/pkg/migrate"
 )
 
 // DefaultSchema is the schema of a log table and of the checkpoints table

@@ -10,8 +10,8 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/stretchr/testify/require"
 
-	"github.com/vextrus/dtx/internal/migrate"
 	"github.com/vextrus/dtx/internal/testkit/pgtest"
+	"github.com/vextrus/dtx/pkg/migrate"
 )
 
 // sharedDB returns a schema of its own on the shared PostgreSQL, migrated,

@@ -13,7 +13,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
-	"github.com/vextrus/dtx/internal/migrate"
+	"github.com/vextrus/dtx/pkg/migrate"
 )
 
 // EnvURL is the environment variable that overrides DefaultURL.

@@ -15,12 +15,12 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
-	"github.com/vextrus/dtx/internal/migrate"
 	"github.com/vextrus/dtx/internal/sqlfile"
 	"github.com/vextrus/dtx/internal/txlog"
 	"github.com/vextrus/dtx/pkg/eventstore"
 	"github.com/vextrus/dtx/pkg/messaging"
 	"github.com/vextrus/dtx/pkg/messaging/outbox"
+	"github.com/vextrus/dtx/pkg/migrate"
 )
 
 // Defaults of Config.
@@ -53,7 +53,7 @@ type TopicFunc func(streamType string) string
 type Config struct {
 	// Schema is the PostgreSQL schema holding the events, outbox and
 	// txlog_checkpoints tables (migrations 003 to 005).
-	// Defaults to DefaultSchema ("dtx"); must pass migrate.ValidateSchemaName.
+	// Defaults to DefaultSchema ("dtx"); must pass [migrate.ValidateSchemaName].
 	Schema string
 
 	// TopicFunc names the topic of each stream type's events in the outbox.

@@ -2,15 +2,19 @@ package idempotency_test
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"strings"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
-	"github.com/vextrus/dtx/internal/testkit/pgtest"
 	"github.com/vextrus/dtx/pkg/messaging/idempotency"
+	"github.com/vextrus/dtx/pkg/migrate"
 )
 
 func Example() {
@@ -61,7 +65,40 @@ func Example() {
 	// 201 {"id":1} replayed: true
 }
 
-// exampleDatabase migrates a fresh schema with the example's tables.
+// exampleDatabase gives the example a schema of its own in the database
+// named by DTX_DATABASE_URL (the development database when unset): a fresh
+// name, dtx's tables migrated into it, and the example's own tables. The
+// pool's connections use the schema as their search_path; cleanup drops the
+// schema and closes the pool.
 func exampleDatabase(ctx context.Context) (*pgxpool.Pool, string, func(), error) {
-	return pgtest.ExampleSchema(ctx, "CREATE TABLE orders (id bigserial PRIMARY KEY)")
+	url := os.Getenv("DTX_DATABASE_URL")
+	if url == "" {
+		url = "postgres://dtx:dtx@127.0.0.1:5432/dtx?sslmode=disable"
+	}
+	suffix := make([]byte, 8)
+	_, _ = rand.Read(suffix)
+	schema := "example_" + hex.EncodeToString(suffix)
+
+	cfg, err := pgxpool.ParseConfig(url)
+	if err != nil {
+		return nil, "", nil, err
+	}
+	cfg.ConnConfig.RuntimeParams["search_path"] = schema
+	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	if err != nil {
+		return nil, "", nil, err
+	}
+	cleanup := func() {
+		_, _ = pool.Exec(context.WithoutCancel(ctx), "DROP SCHEMA IF EXISTS "+pgx.Identifier{schema}.Sanitize()+" CASCADE")
+		pool.Close()
+	}
+	if err := migrate.UpPool(ctx, pool, migrate.Config{Schema: schema}); err != nil {
+		cleanup()
+		return nil, "", nil, err
+	}
+	if _, err := pool.Exec(ctx, "CREATE TABLE orders (id bigserial PRIMARY KEY)"); err != nil {
+		cleanup()
+		return nil, "", nil, err
+	}
+	return pool, schema, cleanup, nil
 }

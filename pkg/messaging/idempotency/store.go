@@ -11,9 +11,9 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
-	"github.com/vextrus/dtx/internal/migrate"
 	"github.com/vextrus/dtx/internal/sqlfile"
 	"github.com/vextrus/dtx/internal/sweep"
+	"github.com/vextrus/dtx/pkg/migrate"
 )
 
 // Defaults and limits of Config.
@@ -51,7 +51,7 @@ var ErrAlreadyStarted = sweep.ErrAlreadyStarted
 // Config configures a Store.
 type Config struct {
 	// Schema is the PostgreSQL schema holding the idempotency_keys table.
-	// Defaults to DefaultSchema ("dtx"); must pass migrate.ValidateSchemaName.
+	// Defaults to DefaultSchema ("dtx"); must pass [migrate.ValidateSchemaName].
 	Schema string
 
 	// TTL is how long a key and its stored response are kept after the

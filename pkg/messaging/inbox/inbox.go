@@ -14,9 +14,9 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
-	"github.com/vextrus/dtx/internal/migrate"
 	"github.com/vextrus/dtx/internal/sqlfile"
 	"github.com/vextrus/dtx/internal/sweep"
+	"github.com/vextrus/dtx/pkg/migrate"
 )
 
 // Defaults and limits of Config.
@@ -57,7 +57,7 @@ var ErrAlreadyStarted = sweep.ErrAlreadyStarted
 // Config configures an Inbox.
 type Config struct {
 	// Schema is the PostgreSQL schema holding the inbox table.
-	// Defaults to DefaultSchema ("dtx"); must pass migrate.ValidateSchemaName.
+	// Defaults to DefaultSchema ("dtx"); must pass [migrate.ValidateSchemaName].
 	Schema string
 
 	// Consumer names the handler whose messages this Inbox deduplicates, e.g.

@@ -14,10 +14,10 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/vextrus/dtx/internal/migrate"
 	"github.com/vextrus/dtx/internal/sqlfile"
 	"github.com/vextrus/dtx/pkg/messaging"
 	"github.com/vextrus/dtx/pkg/messaging/middleware"
+	"github.com/vextrus/dtx/pkg/migrate"
 )
 
 // Defaults and limits of Config.
@@ -74,7 +74,7 @@ func (k KeyOrder) String() string {
 // Config configures an Outbox.
 type Config struct {
 	// Schema is the PostgreSQL schema holding the outbox table.
-	// Defaults to DefaultSchema ("dtx"); must pass migrate.ValidateSchemaName.
+	// Defaults to DefaultSchema ("dtx"); must pass [migrate.ValidateSchemaName].
 	Schema string
 
 	// Registry validates every message's payload against the JSON Schema of

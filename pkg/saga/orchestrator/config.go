@@ -8,8 +8,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/vextrus/dtx/internal/migrate"
 	"github.com/vextrus/dtx/pkg/messaging"
+	"github.com/vextrus/dtx/pkg/migrate"
 	"github.com/vextrus/dtx/pkg/saga"
 )
 

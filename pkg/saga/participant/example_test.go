@@ -2,22 +2,25 @@ package participant_test
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"os"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 
-	"github.com/vextrus/dtx/internal/testkit/pgtest"
 	"github.com/vextrus/dtx/pkg/messaging"
 	"github.com/vextrus/dtx/pkg/messaging/outbox"
+	"github.com/vextrus/dtx/pkg/migrate"
 	"github.com/vextrus/dtx/pkg/saga"
 	"github.com/vextrus/dtx/pkg/saga/participant"
 )
 
 func ExampleParticipant() {
 	ctx := context.Background()
-	pool, schema, cleanup, err := pgtest.ExampleSchema(ctx,
-		"CREATE TABLE charges (saga_id text PRIMARY KEY, amount int NOT NULL)")
+	pool, schema, cleanup, err := exampleDatabase(ctx)
 	if err != nil {
 		fmt.Println(err)
 		return
@@ -86,4 +89,42 @@ func ExampleParticipant() {
 	// saga-1 payments.refunded compensation
 	// saga-3 payments.refunded compensation
 	// charges: 0
+}
+
+// exampleDatabase gives the example a schema of its own in the database
+// named by DTX_DATABASE_URL (the development database when unset): a fresh
+// name, dtx's tables migrated into it, and the example's own tables. The
+// pool's connections use the schema as their search_path; cleanup drops the
+// schema and closes the pool.
+func exampleDatabase(ctx context.Context) (*pgxpool.Pool, string, func(), error) {
+	url := os.Getenv("DTX_DATABASE_URL")
+	if url == "" {
+		url = "postgres://dtx:dtx@127.0.0.1:5432/dtx?sslmode=disable"
+	}
+	suffix := make([]byte, 8)
+	_, _ = rand.Read(suffix)
+	schema := "example_" + hex.EncodeToString(suffix)
+
+	cfg, err := pgxpool.ParseConfig(url)
+	if err != nil {
+		return nil, "", nil, err
+	}
+	cfg.ConnConfig.RuntimeParams["search_path"] = schema
+	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	if err != nil {
+		return nil, "", nil, err
+	}
+	cleanup := func() {
+		_, _ = pool.Exec(context.WithoutCancel(ctx), "DROP SCHEMA IF EXISTS "+pgx.Identifier{schema}.Sanitize()+" CASCADE")
+		pool.Close()
+	}
+	if err := migrate.UpPool(ctx, pool, migrate.Config{Schema: schema}); err != nil {
+		cleanup()
+		return nil, "", nil, err
+	}
+	if _, err := pool.Exec(ctx, "CREATE TABLE charges (saga_id text PRIMARY KEY, amount int NOT NULL)"); err != nil {
+		cleanup()
+		return nil, "", nil, err
+	}
+	return pool, schema, cleanup, nil
 }

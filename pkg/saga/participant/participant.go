@@ -18,12 +18,12 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"go.opentelemetry.io/otel/propagation"
 
-	"github.com/vextrus/dtx/internal/migrate"
 	"github.com/vextrus/dtx/internal/sqlfile"
 	"github.com/vextrus/dtx/pkg/messaging"
 	"github.com/vextrus/dtx/pkg/messaging/inbox"
 	"github.com/vextrus/dtx/pkg/messaging/middleware"
 	"github.com/vextrus/dtx/pkg/messaging/outbox"
+	"github.com/vextrus/dtx/pkg/migrate"
 	"github.com/vextrus/dtx/pkg/saga"
 )
 
@@ -76,7 +76,7 @@ type Config struct {
 
 	// Schema is the PostgreSQL schema holding the barrier table (and,
 	// normally, the outbox). Defaults to DefaultSchema ("dtx"); must pass
-	// migrate.ValidateSchemaName.
+	// [migrate.ValidateSchemaName].
 	Schema string
 
 	// Outbox is the service's outbox, which writes the replies in the

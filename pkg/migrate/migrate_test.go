@@ -14,6 +14,7 @@ import (
 	"sync"
 	"testing"
 	"testing/fstest"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
@@ -21,9 +22,9 @@ import (
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
 
-	"github.com/vextrus/dtx/internal/migrate"
 	"github.com/vextrus/dtx/internal/testkit/pgtest"
 	"github.com/vextrus/dtx/migrations"
+	"github.com/vextrus/dtx/pkg/migrate"
 )
 
 func TestMain(m *testing.M) {
@@ -275,7 +276,7 @@ func TestUnknownVersion(t *testing.T) {
 	requireTables(t, conn, cfg.Schema, e.tables[latest]...)
 }
 
-func TestUpPool(t *testing.T) {
+func TestPool(t *testing.T) {
 	t.Parallel()
 	ctx := t.Context()
 	cfg := migrate.Config{Schema: pgtest.NewSchemaName(t)}
@@ -284,23 +285,94 @@ func TestUpPool(t *testing.T) {
 	pool, err := pgxpool.New(ctx, pgtest.URL())
 	require.NoError(t, err)
 	defer pool.Close()
+	conn := pgtest.Connect(t)
+
+	r, err := migrate.StatusPool(ctx, pool, cfg)
+	require.NoError(t, err)
+	require.Equal(t, int32(0), r.Current)
+	require.Equal(t, e.names, r.Pending)
+	require.False(t, schemaExists(t, conn, cfg.Schema), "StatusPool must not create the schema")
 
 	require.NoError(t, migrate.UpPool(ctx, pool, cfg))
-	requireVersion(t, pgtest.Connect(t), cfg, e, latest)
-
-	// The connection is not returned to the pool.
+	requireVersion(t, conn, cfg, e, latest)
+	// The connection that migrated is not returned to the pool.
 	require.Zero(t, pool.Stat().TotalConns())
+
+	require.NoError(t, migrate.DownPool(ctx, pool, cfg, 2))
+	requireVersion(t, conn, cfg, e, latest-2)
+	require.NoError(t, migrate.ToPool(ctx, pool, cfg, 1))
+	requireVersion(t, conn, cfg, e, 1)
+	require.Zero(t, pool.Stat().TotalConns())
+
+	// StatusPool only reads: its connection goes back to the pool.
+	r, err = migrate.StatusPool(ctx, pool, cfg)
+	require.NoError(t, err)
+	require.Equal(t, migrate.Report{
+		Schema: cfg.Schema, Current: 1, Latest: latest, Applied: e.names[:1], Pending: e.names[1:],
+	}, r)
+	require.Equal(t, int32(1), pool.Stat().IdleConns())
 
 	// A failure is returned, and the pool stays usable.
 	boom := errors.New("boom")
-	require.ErrorIs(t, migrate.WithPoolConn(ctx, pool, func(*pgx.Conn) error { return boom }), boom)
-	require.NoError(t, migrate.WithPoolConn(ctx, pool, func(conn *pgx.Conn) error {
-		r, err := migrate.Status(ctx, conn, cfg)
-		if err == nil && r.Current != latest {
-			err = fmt.Errorf("at version %d, not %d", r.Current, latest)
-		}
-		return err
-	}))
+	require.ErrorIs(t, migrate.WithPoolConn(ctx, pool, cfg, func(*pgx.Conn) error { return boom }), boom)
+	require.NoError(t, migrate.UpPool(ctx, pool, cfg))
+	requireVersion(t, conn, cfg, e, latest)
+
+	// Arguments are checked as on a connection.
+	require.ErrorContains(t, migrate.DownPool(ctx, pool, cfg, 0), "at least 1")
+	require.ErrorContains(t, migrate.ToPool(ctx, pool, cfg, latest+1), fmt.Sprintf("outside 0..%d", latest))
+	require.ErrorContains(t, migrate.UpPool(ctx, nil, cfg), "pool is nil")
+	_, err = migrate.StatusPool(ctx, nil, cfg)
+	require.ErrorContains(t, err, "pool is nil")
+}
+
+func TestPoolRejectsInvalidSchemaBeforeConnecting(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	// Nothing listens on port 1: a variant that connected first would fail
+	// with a connection error instead of naming Schema.
+	pool, err := pgxpool.New(ctx, "postgres://dtx@127.0.0.1:1/dtx?sslmode=disable&connect_timeout=1")
+	require.NoError(t, err)
+	defer pool.Close()
+	bad := migrate.Config{Schema: "Not-Valid"}
+
+	for name, err := range map[string]error{
+		"up":   migrate.UpPool(ctx, pool, bad),
+		"down": migrate.DownPool(ctx, pool, bad, 1),
+		"to":   migrate.ToPool(ctx, pool, bad, 0),
+	} {
+		require.ErrorContains(t, err, "migrate: Schema: ", name)
+		require.ErrorContains(t, err, "not a plain lower-case identifier", name)
+	}
+	_, err = migrate.StatusPool(ctx, pool, bad)
+	require.ErrorContains(t, err, "migrate: Schema: ")
+
+	// A valid Config reaches the pool, and its failure says so.
+	require.ErrorContains(t, migrate.UpPool(ctx, pool, migrate.Config{}), "acquire a connection")
+}
+
+func TestWaitsForTheLock(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	cfg := migrate.Config{Schema: pgtest.NewSchemaName(t)}
+	// Another session holds the schema's lock, as a replica that is
+	// migrating would.
+	holder := pgtest.Connect(t)
+	_, err := holder.Exec(ctx, "SELECT pg_advisory_lock(hashtextextended($1, 0))", migrate.LockKey(cfg.Schema))
+	require.NoError(t, err)
+
+	conn := pgtest.Connect(t)
+	waitCtx, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
+	defer cancel()
+	err = migrate.Up(waitCtx, conn, cfg)
+	require.ErrorContains(t, err, "take the advisory lock")
+	require.False(t, schemaExists(t, holder, cfg.Schema), "nothing is done without the lock")
+
+	// Once the holder is done, Up goes through on a fresh session.
+	_, err = holder.Exec(ctx, "SELECT pg_advisory_unlock(hashtextextended($1, 0))", migrate.LockKey(cfg.Schema))
+	require.NoError(t, err)
+	require.NoError(t, migrate.Up(ctx, pgtest.Connect(t), cfg))
+	requireVersion(t, holder, cfg, embedded(t), embedded(t).latest())
 }
 
 func TestKeywordSchemaName(t *testing.T) {

@@ -175,21 +175,66 @@ func To(ctx context.Context, conn *pgx.Conn, cfg Config, version int32) error {
 	})
 }
 
-// UpPool is Up on a connection taken from pool, for binaries that hold a
-// pool and migrate at start. See WithPoolConn for what happens to the
-// connection.
+// UpPool is Up on a connection taken from pool, for programs that hold a
+// pool and migrate at start. The connection is closed afterwards rather
+// than returned to the pool: see the package documentation.
 func UpPool(ctx context.Context, pool *pgxpool.Pool, cfg Config) error {
-	return WithPoolConn(ctx, pool, func(conn *pgx.Conn) error {
+	return withPoolConn(ctx, pool, cfg, func(conn *pgx.Conn) error {
 		return Up(ctx, conn, cfg)
 	})
 }
 
-// WithPoolConn calls fn with a connection taken out of pool, then closes the
-// connection instead of returning it: migrations change session state (tern
-// runs RESET ALL, which undoes settings made with SET after connecting; a
-// failed run may leave an advisory lock held) that the pool's next user must
-// not inherit. The pool opens a new connection when it needs one.
-func WithPoolConn(ctx context.Context, pool *pgxpool.Pool, fn func(conn *pgx.Conn) error) error {
+// DownPool is Down on a connection taken from pool, closed afterwards like
+// UpPool's.
+func DownPool(ctx context.Context, pool *pgxpool.Pool, cfg Config, steps int) error {
+	return withPoolConn(ctx, pool, cfg, func(conn *pgx.Conn) error {
+		return Down(ctx, conn, cfg, steps)
+	})
+}
+
+// ToPool is To on a connection taken from pool, closed afterwards like
+// UpPool's.
+func ToPool(ctx context.Context, pool *pgxpool.Pool, cfg Config, version int32) error {
+	return withPoolConn(ctx, pool, cfg, func(conn *pgx.Conn) error {
+		return To(ctx, conn, cfg, version)
+	})
+}
+
+// StatusPool is Status on a connection borrowed from pool. Status only
+// reads, so the connection goes back to the pool afterwards.
+func StatusPool(ctx context.Context, pool *pgxpool.Pool, cfg Config) (Report, error) {
+	// A bad Config fails before a connection is taken.
+	checked := cfg
+	checked.setDefaults()
+	if err := checked.validate(); err != nil {
+		return Report{}, err
+	}
+	if pool == nil {
+		return Report{}, errors.New("migrate: status: pool is nil")
+	}
+	c, err := pool.Acquire(ctx)
+	if err != nil {
+		return Report{}, fmt.Errorf("migrate: status: acquire a connection: %w", err)
+	}
+	defer c.Release()
+	return Status(ctx, c.Conn(), cfg)
+}
+
+// withPoolConn checks cfg, then calls fn with a connection taken out of
+// pool, then closes the connection instead of returning it: migrations change
+// session state (tern runs RESET ALL, which undoes settings made with SET
+// after connecting; a failed run may leave an advisory lock held) that the
+// pool's next user must not inherit. The pool opens a new connection when it
+// needs one.
+func withPoolConn(ctx context.Context, pool *pgxpool.Pool, cfg Config, fn func(conn *pgx.Conn) error) error {
+	// A bad Config fails before a connection is taken.
+	cfg.setDefaults()
+	if err := cfg.validate(); err != nil {
+		return err
+	}
+	if pool == nil {
+		return errors.New("migrate: pool is nil")
+	}
 	pc, err := pool.Acquire(ctx)
 	if err != nil {
 		return fmt.Errorf("migrate: acquire a connection: %w", err)
@@ -392,10 +437,13 @@ func run(ctx context.Context, conn *pgx.Conn, cfg Config, fsys fs.FS, target tar
 	return nil
 }
 
+// lockKey is the text whose hash keys the advisory lock private to schema.
+func lockKey(schema string) string { return "dtx/migrate/" + schema }
+
 // lockSchema takes a session advisory lock private to schema and returns the
 // function that releases it.
 func lockSchema(ctx context.Context, conn *pgx.Conn, schema string) (func() error, error) {
-	key := "dtx/migrate/" + schema
+	key := lockKey(schema)
 	if _, err := conn.Exec(ctx, "SELECT pg_advisory_lock(hashtextextended($1, 0))", key); err != nil {
 		return nil, fmt.Errorf("migrate: schema %q: take the advisory lock: %w", schema, err)
 	}
