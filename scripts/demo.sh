@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # make demo: runs the dtx binaries against the PostgreSQL and Kafka that
-# scripts/deps.sh prepared (DTX_DATABASE_URL, DTX_KAFKA_BROKERS), shows each one
-# becoming ready, runs the outbox example and the Order-to-Cash sagas end to end
-# (example-o2c: participants, place, report), then drains everything with
-# SIGTERM. Exits non-zero if any step fails or the sagas' invariants do not hold.
+# scripts/deps.sh prepared (DTX_DATABASE_URL, DTX_KAFKA_BROKERS): creates their
+# topics with `dtxctl topics apply`, shows each binary becoming ready, runs the
+# outbox example and the Order-to-Cash sagas end to end (example-o2c:
+# participants, place, report), then drains everything with SIGTERM. Exits non-zero if any step fails or the sagas' invariants do not hold.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -31,6 +31,13 @@ step "Migrations (dtxctl migrate up, then status)"
 bin/dtxctl migrate up
 bin/dtxctl migrate status
 
+step "Topics (dtxctl topics apply: the saga definitions' topics and examples/order-to-cash/topics.yaml)"
+# Provisioned before anything starts, never auto-created: a consumer that
+# starts before its topic exists would wait, and one reading from the end of
+# a topic that a first write creates would miss what was written before it.
+topics_args=(--definitions "$DTX_DEFINITIONS" --file examples/order-to-cash/topics.yaml)
+bin/dtxctl topics apply "${topics_args[@]}"
+
 step "Starting ${binaries[*]}"
 for b in "${binaries[@]}"; do
   DTX_ADMIN_ADDR="127.0.0.1:${port[$b]}" "bin/$b" ${args[$b]:-} >"$logs/$b.log" 2>&1 &
@@ -38,7 +45,7 @@ for b in "${binaries[@]}"; do
   echo "$b: pid ${pid[$b]}, admin http://127.0.0.1:${port[$b]}, log $logs/$b.log"
 done
 
-step "Waiting for /readyz (PostgreSQL and Kafka must answer)"
+step "Waiting for /readyz (PostgreSQL and Kafka must answer, the topics must exist)"
 for b in "${binaries[@]}"; do
   deadline=$((SECONDS + 60))
   until body=$(curl -fsS "http://127.0.0.1:${port[$b]}/readyz" 2>/dev/null); do

@@ -5,6 +5,11 @@
 // a progress line while it waits and exits 0 once every event of its run is on
 // Kafka, non-zero if they are not within --timeout.
 //
+// Its topic, sales.orders, must exist: `dtxctl topics apply --file
+// examples/order-to-cash/topics.yaml` creates it. Before writing, it notes
+// the end offset of each partition of the topic and consumes from there, so
+// it sees every event of its run however late its consumer starts.
+//
 // It reads DTX_DATABASE_URL, DTX_KAFKA_BROKERS and DTX_SCHEMA like the dtx
 // binaries; `make demo` runs it against the relay it started.
 package main

@@ -14,10 +14,12 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/vextrus/dtx/pkg/messaging"
 	"github.com/vextrus/dtx/pkg/messaging/outbox"
+	dtxtopic "github.com/vextrus/dtx/pkg/topic"
 	"github.com/vextrus/dtx/schemas"
 )
 
@@ -71,16 +73,16 @@ func run(ctx context.Context) error {
 		return err
 	}
 
-	// Read the topic from its end as it is now, so only this run's events count.
-	consumer, err := kgo.NewClient(kgo.SeedBrokers(brokers...), kgo.ConsumeTopics(topic),
-		kgo.ConsumeResetOffset(kgo.NewOffset().AtEnd()), kgo.AllowAutoTopicCreation())
+	// Read each partition of the topic from its end as it is now, before
+	// anything is written: every event of this run comes after these offsets,
+	// however late the consumer starts. The topic must exist (dtxctl topics
+	// apply): a consumer reading from the end of a topic that the first
+	// write creates would miss what was written before it joined.
+	consumer, err := consumeFromEnd(ctx, brokers, topic)
 	if err != nil {
 		return err
 	}
 	defer consumer.Close()
-	if err := consumer.Ping(ctx); err != nil {
-		return fmt.Errorf("kafka: %w", err)
-	}
 	run := fmt.Sprintf("run-%d", time.Now().UnixNano())
 	seen := make(chan string, 1024)
 	consumeCtx, cancelConsume := context.WithCancel(ctx)
@@ -140,6 +142,30 @@ func run(ctx context.Context) error {
 	}
 	fmt.Printf("done: %d orders committed, %d events on Kafka, in %.1fs\n", written, len(arrived), time.Since(began).Seconds())
 	return nil
+}
+
+// consumeFromEnd returns a client that consumes every partition of t from
+// its end offset as it is when called.
+func consumeFromEnd(ctx context.Context, brokers []string, t string) (*kgo.Client, error) {
+	admCl, err := kgo.NewClient(kgo.SeedBrokers(brokers...))
+	if err != nil {
+		return nil, err
+	}
+	defer admCl.Close()
+	adm := kadm.NewClient(admCl)
+	if err := dtxtopic.Require(ctx, adm, []string{t}); err != nil {
+		return nil, fmt.Errorf("kafka at %s: %w (see examples/order-to-cash/topics.yaml)", strings.Join(brokers, ","), err)
+	}
+	ends, err := adm.ListEndOffsets(ctx, t)
+	if err == nil {
+		err = ends.Error()
+	}
+	if err != nil {
+		return nil, fmt.Errorf("kafka: end offsets of %s: %w", t, err)
+	}
+	from := map[string]map[int32]kgo.Offset{t: {}}
+	ends.Each(func(o kadm.ListedOffset) { from[t][o.Partition] = kgo.NewOffset().At(o.Offset) })
+	return kgo.NewClient(kgo.SeedBrokers(brokers...), kgo.ConsumePartitions(from))
 }
 
 // placeOrders commits n orders in one transaction: the order rows and their

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -25,6 +26,7 @@ type check struct {
 
 type admin struct {
 	mux       *http.ServeMux
+	rd        *readiness
 	srv       *http.Server
 	stopWatch chan struct{}
 	wg        sync.WaitGroup
@@ -63,7 +65,11 @@ func newRegistry(binary, instance string) *prometheus.Registry {
 
 // readiness runs the dependency checks of /readyz.
 type readiness struct {
-	checks   []check
+	mu     sync.Mutex
+	checks []check
+	// pending are the checks the work loop declared (App.ReadyChecksFunc) and
+	// has not added yet: each keeps the process not ready.
+	pending  map[string]bool
 	timeout  time.Duration
 	draining *atomic.Bool
 	ready    chan struct{}
@@ -79,11 +85,32 @@ type readyReport struct {
 	Checks   map[string]string `json:"checks"`
 }
 
+// add adds a check, or replaces the one of the same name.
+func (r *readiness) add(c check) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	delete(r.pending, c.name)
+	for i := range r.checks {
+		if r.checks[i].name == c.name {
+			r.checks[i] = c
+			return
+		}
+	}
+	r.checks = append(r.checks, c)
+}
+
 func (r *readiness) evaluate(ctx context.Context) readyReport {
-	rep := readyReport{Ready: true, Checks: make(map[string]string, len(r.checks))}
+	r.mu.Lock()
+	checks := slices.Clone(r.checks)
+	rep := readyReport{Ready: true, Checks: make(map[string]string, len(checks)+len(r.pending))}
+	for name := range r.pending {
+		rep.Ready = false
+		rep.Checks[name] = "not checked yet: the work loop is starting"
+	}
+	r.mu.Unlock()
 	var mu sync.Mutex
 	var wg sync.WaitGroup
-	for _, c := range r.checks {
+	for _, c := range checks {
 		wg.Go(func() {
 			cctx, cancel := context.WithTimeout(ctx, r.timeout)
 			defer cancel()
@@ -130,14 +157,18 @@ func (r *readiness) serveHTTP(w http.ResponseWriter, req *http.Request) {
 // shutdown. It also evaluates readiness once a second until the first success,
 // so the start-up log says when the process became ready.
 func startAdmin(addr string, log *slog.Logger, reg *prometheus.Registry, draining *atomic.Bool,
-	timeout time.Duration, ready chan struct{}, checks []check,
+	timeout time.Duration, ready chan struct{}, checks []check, pending []string,
 ) (*admin, error) {
 	up := prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "dtx_dependency_up",
 		Help: "1 when the last readiness check of the dependency succeeded, else 0.",
 	}, []string{"dependency"})
 	reg.MustRegister(up)
-	rd := &readiness{checks: checks, timeout: timeout, draining: draining, ready: ready, up: up, log: log}
+	rd := &readiness{checks: checks, timeout: timeout, draining: draining, ready: ready, up: up, log: log,
+		pending: map[string]bool{}}
+	for _, name := range pending {
+		rd.pending[name] = true
+	}
 
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
@@ -153,6 +184,7 @@ func startAdmin(addr string, log *slog.Logger, reg *prometheus.Registry, drainin
 	}
 	a := &admin{
 		mux:       mux,
+		rd:        rd,
 		srv:       &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second},
 		stopWatch: make(chan struct{}),
 	}
@@ -183,4 +215,15 @@ func startAdmin(addr string, log *slog.Logger, reg *prometheus.Registry, drainin
 		}
 	})
 	return a, nil
+}
+
+// AddReadyCheck adds a check behind /readyz: while fn returns an error, the
+// process is not ready and /readyz shows the error under name. fn runs with
+// the ready timeout (--ready-timeout) on each request to /readyz and once a
+// second until the process is first ready. A check added under a name
+// already in use replaces it. Name the checks a work loop adds in
+// App.ReadyChecksFunc, so that the process does not report ready before the
+// work loop has added them. Safe for concurrent use.
+func (e *Env) AddReadyCheck(name string, fn func(ctx context.Context) error) {
+	e.readiness.add(check{name: name, fn: fn})
 }

@@ -58,7 +58,7 @@ func TestSASLOverTLS(t *testing.T) {
 	}
 	opts := []kfake.Opt{kfake.TLS(server), kfake.EnableSASL()}
 	for m, u := range users {
-		opts = append(opts, kfake.Superuser(string(m), u[0], u[1]))
+		opts = append(opts, kfake.Superuser(string(m), u[0], u[1]), kfake.SeedTopics(1, "auth-"+strings.ToLower(string(m))))
 	}
 	brokers := startEmbedded(t, opts...)
 
@@ -68,9 +68,8 @@ func TestSASLOverTLS(t *testing.T) {
 			auth := kafka.SASLConfig{Mechanism: m, User: u[0], Password: u[1]}
 			topic := "auth-" + strings.ToLower(string(m))
 			sub := newSubscriber(t, brokers, "g-"+topic, func(c *kafka.SubscriberConfig) {
-				c.TLS, c.SASL, c.InitializeTopics = client, auth, true
+				c.TLS, c.SASL = client, auth
 			})
-			require.NoError(t, sub.SubscribeInitialize(topic))
 			pub := newPublisher(t, brokers, func(c *kafka.PublisherConfig) { c.TLS, c.SASL = client, auth })
 			sent := newMessages(1, "k")
 			require.NoError(t, pub.Publish(topic, sent...))

@@ -36,9 +36,6 @@ const (
 	DefaultCommitInterval = 5 * time.Second
 	// DefaultCommitTimeout is SubscriberConfig.CommitTimeout when it is zero.
 	DefaultCommitTimeout = 10 * time.Second
-	// DefaultInitializeTimeout is SubscriberConfig.InitializeTimeout when it
-	// is zero.
-	DefaultInitializeTimeout = 30 * time.Second
 )
 
 // Limits of the Config fields.
@@ -357,21 +354,6 @@ type SubscriberConfig struct {
 	// partitions are revoked and the one made when a subscription ends.
 	// Defaults to DefaultCommitTimeout (10s).
 	CommitTimeout time.Duration
-	// InitializeTopics makes SubscribeInitialize create the topic, with
-	// TopicPartitions partitions and TopicReplicationFactor replicas, when it
-	// does not exist. Defaults to false: SubscribeInitialize does nothing.
-	InitializeTopics bool
-	// TopicPartitions is how many partitions SubscribeInitialize gives a
-	// topic it creates. Defaults to 0: the broker's default (num.partitions).
-	TopicPartitions int32
-	// TopicReplicationFactor is how many replicas SubscribeInitialize gives
-	// a topic it creates. Defaults to 0: the broker's default
-	// (default.replication.factor).
-	TopicReplicationFactor int16
-	// InitializeTimeout bounds SubscribeInitialize, waiting for the new
-	// topic's partitions to have leaders included. Defaults to
-	// DefaultInitializeTimeout (30s).
-	InitializeTimeout time.Duration
 }
 
 func (c *SubscriberConfig) setDefaults() {
@@ -393,9 +375,6 @@ func (c *SubscriberConfig) setDefaults() {
 	}
 	if c.CommitTimeout == 0 {
 		c.CommitTimeout = DefaultCommitTimeout
-	}
-	if c.InitializeTimeout == 0 {
-		c.InitializeTimeout = DefaultInitializeTimeout
 	}
 }
 
@@ -425,15 +404,6 @@ func (c *SubscriberConfig) validate() error {
 	}
 	if c.CommitTimeout < 0 {
 		errs = append(errs, fmt.Errorf("%s.CommitTimeout is %s: must be positive", prefix, c.CommitTimeout))
-	}
-	if c.TopicPartitions < 0 {
-		errs = append(errs, fmt.Errorf("%s.TopicPartitions is %d: must be positive, or 0 for the broker's default", prefix, c.TopicPartitions))
-	}
-	if c.TopicReplicationFactor < 0 {
-		errs = append(errs, fmt.Errorf("%s.TopicReplicationFactor is %d: must be positive, or 0 for the broker's default", prefix, c.TopicReplicationFactor))
-	}
-	if c.InitializeTimeout < 0 {
-		errs = append(errs, fmt.Errorf("%s.InitializeTimeout is %s: must be positive", prefix, c.InitializeTimeout))
 	}
 	return errors.Join(errs...)
 }

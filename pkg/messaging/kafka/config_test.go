@@ -57,7 +57,6 @@ func TestSubscriberConfigDefaults(t *testing.T) {
 	require.Equal(t, DefaultReadAheadPerPartition, c.ReadAheadPerPartition)
 	require.Equal(t, DefaultCommitInterval, c.CommitInterval)
 	require.Equal(t, DefaultCommitTimeout, c.CommitTimeout)
-	require.Equal(t, DefaultInitializeTimeout, c.InitializeTimeout)
 
 	c.NackResendDelay = NoDelay
 	c.setDefaults()
@@ -73,9 +72,6 @@ func TestSubscriberConfigValidate(t *testing.T) {
 		ReadAheadPerPartition:   -1,
 		CommitInterval:          time.Millisecond,
 		CommitTimeout:           -time.Second,
-		TopicPartitions:         -1,
-		TopicReplicationFactor:  -1,
-		InitializeTimeout:       -time.Second,
 		ClientConfig:            ClientConfig{SASL: SASLConfig{User: "u"}},
 	}
 	c.setDefaults()
@@ -84,8 +80,7 @@ func TestSubscriberConfigValidate(t *testing.T) {
 		"SubscriberConfig.Brokers", "SubscriberConfig.ConsumerGroup", "SubscriberConfig.InitialOffset",
 		"SubscriberConfig.NackResendDelay", "SubscriberConfig.MaxInFlightPerPartition",
 		"SubscriberConfig.ReadAheadPerPartition", "SubscriberConfig.CommitInterval",
-		"SubscriberConfig.CommitTimeout", "SubscriberConfig.TopicPartitions",
-		"SubscriberConfig.TopicReplicationFactor", "SubscriberConfig.InitializeTimeout",
+		"SubscriberConfig.CommitTimeout",
 		"SubscriberConfig.SASL.Mechanism",
 	} {
 		require.ErrorContains(t, err, field)

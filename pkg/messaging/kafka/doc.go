@@ -103,8 +103,9 @@
 // subscriptions log fetch errors through the Logger and resume where they
 // were. Nothing panics on bad input: a record of any shape becomes a message.
 //
-// SubscribeInitialize creates the topic when InitializeTopics is set and
-// returns once every partition has a leader. TLS and SASL (PLAIN,
+// The Subscriber never creates topics: provision them beforehand (package
+// topic, or `dtxctl topics apply`); a subscription to a missing topic
+// receives nothing until the topic exists. TLS and SASL (PLAIN,
 // SCRAM-SHA-256, SCRAM-SHA-512) are set in ClientConfig; any other franz-go
 // option can be passed in ClientConfig.Opts.
 //

@@ -15,7 +15,9 @@ import (
 // consumer group. It runs against an in-process embedded broker, so that it
 // needs nothing else; point Brokers at a Kafka cluster instead.
 func Example() {
-	cluster, err := kfake.NewCluster(kfake.NumBrokers(1))
+	// The topic is provisioned beforehand, as on a real cluster (package
+	// topic): the Subscriber never creates topics.
+	cluster, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(3, "sales.orders"))
 	if err != nil {
 		panic(err)
 	}
@@ -23,18 +25,13 @@ func Example() {
 	client := kafka.ClientConfig{Brokers: cluster.ListenAddrs()}
 
 	sub, err := kafka.NewSubscriber(kafka.SubscriberConfig{
-		ClientConfig:     client,
-		ConsumerGroup:    "billing",
-		InitializeTopics: true,
-		TopicPartitions:  3,
+		ClientConfig:  client,
+		ConsumerGroup: "billing",
 	})
 	if err != nil {
 		panic(err)
 	}
 	defer sub.Close()
-	if err := sub.SubscribeInitialize("sales.orders"); err != nil {
-		panic(err)
-	}
 
 	pub, err := kafka.NewPublisher(kafka.PublisherConfig{ClientConfig: client})
 	if err != nil {

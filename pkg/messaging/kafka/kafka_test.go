@@ -462,7 +462,7 @@ func TestCloseTwice(t *testing.T) {
 	topic := kafkatest.NewTopic(t, 1)
 	pub := newPublisher(t, brokers)
 	require.NoError(t, pub.Publish(topic, newMessages(1, "")...))
-	sub := newSubscriber(t, brokers, newGroup(t), func(c *kafka.SubscriberConfig) { c.InitializeTopics = true })
+	sub := newSubscriber(t, brokers, newGroup(t))
 	ch := subscribe(t, sub, topic)
 	msg := receive(t, ch)
 
@@ -483,7 +483,6 @@ func TestCloseTwice(t *testing.T) {
 	require.ErrorIs(t, pub.Publish(topic, newMessages(1, "")...), kafka.ErrPublisherClosed)
 	_, err := sub.Subscribe(context.Background(), topic)
 	require.ErrorIs(t, err, kafka.ErrSubscriberClosed)
-	require.ErrorIs(t, sub.SubscribeInitialize(topic), kafka.ErrSubscriberClosed)
 }
 
 func TestSubscribeContextEndsSubscription(t *testing.T) {
@@ -590,35 +589,6 @@ func TestInitialOffsetLatest(t *testing.T) {
 	require.NotEqual(t, old[0].UUID, got.UUID)
 	require.True(t, sent[got.UUID])
 	require.True(t, got.Ack())
-}
-
-func TestSubscribeInitialize(t *testing.T) {
-	t.Parallel()
-	brokers := kafkatest.Brokers()
-	adm := kadm.NewClient(kafkatest.NewClient(t))
-	ctx := context.Background()
-
-	topic := kafkatest.TopicName(t)
-	t.Cleanup(func() { _, _ = adm.DeleteTopic(context.Background(), topic) })
-	sub := newSubscriber(t, brokers, newGroup(t), func(c *kafka.SubscriberConfig) {
-		c.InitializeTopics = true
-		c.TopicPartitions = 3
-	})
-	require.NoError(t, sub.SubscribeInitialize(topic))
-	require.NoError(t, sub.SubscribeInitialize(topic), "an existing topic is fine")
-	details, err := adm.ListTopics(ctx, topic)
-	require.NoError(t, err)
-	require.Len(t, details[topic].Partitions, 3)
-	// Publishing works at once.
-	pub := newPublisher(t, brokers)
-	require.NoError(t, pub.Publish(topic, newMessages(3, "k")...))
-
-	off := newSubscriber(t, brokers, newGroup(t))
-	other := kafkatest.TopicName(t)
-	require.NoError(t, off.SubscribeInitialize(other))
-	details, err = adm.ListTopics(ctx, other)
-	require.NoError(t, err)
-	require.False(t, details.Has(other), "created a topic with InitializeTopics off")
 }
 
 func TestSlowRecordDoesNotHoldUpOtherCalls(t *testing.T) {

@@ -5,13 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"sync"
-	"time"
 
 	"github.com/ThreeDotsLabs/watermill"
 	"github.com/ThreeDotsLabs/watermill/message"
-	"github.com/twmb/franz-go/pkg/kadm"
-	"github.com/twmb/franz-go/pkg/kerr"
-	"github.com/twmb/franz-go/pkg/kgo"
 )
 
 // Subscriber is a Watermill message.Subscriber that reads Kafka topics as a
@@ -24,20 +20,19 @@ type Subscriber struct {
 	mu     sync.Mutex
 	closed bool
 	subs   map[*subscription]struct{}
-	admin  *kadm.Client
 	wg     sync.WaitGroup
 
 	closeOnce sync.Once
 	closeErr  error
 }
 
-var (
-	_ message.Subscriber           = (*Subscriber)(nil)
-	_ message.SubscribeInitializer = (*Subscriber)(nil)
-)
+// Subscriber does not implement message.SubscribeInitializer: it never
+// creates topics. Provision them beforehand (package topic, dtxctl topics
+// apply).
+var _ message.Subscriber = (*Subscriber)(nil)
 
 // NewSubscriber returns a Subscriber configured by cfg. It does not contact
-// the brokers: Subscribe and SubscribeInitialize do.
+// the brokers: Subscribe does.
 func NewSubscriber(cfg SubscriberConfig) (*Subscriber, error) {
 	cfg.setDefaults()
 	if err := cfg.validate(); err != nil {
@@ -94,100 +89,6 @@ func (s *Subscriber) isClosed() bool {
 	return s.closed
 }
 
-// SubscribeInitialize creates topic, when InitializeTopics is set and the
-// topic does not exist, with TopicPartitions partitions and
-// TopicReplicationFactor replicas, and returns once every partition has a
-// leader, so that publishing to it works at once. It does nothing when
-// InitializeTopics is not set. It gives up after InitializeTimeout.
-func (s *Subscriber) SubscribeInitialize(topic string) error {
-	if !s.cfg.InitializeTopics {
-		return nil
-	}
-	if topic == "" {
-		return errors.New("kafka: subscribe initialize: empty topic")
-	}
-	adm, err := s.adminClient()
-	if err != nil {
-		return err
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.InitializeTimeout)
-	defer cancel()
-	if err := createTopic(ctx, adm, topic, s.cfg.TopicPartitions, s.cfg.TopicReplicationFactor); err != nil {
-		return fmt.Errorf("kafka: subscribe initialize %s: %w", topic, err)
-	}
-	return nil
-}
-
-func (s *Subscriber) adminClient() (*kadm.Client, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.closed {
-		return nil, ErrSubscriberClosed
-	}
-	if s.admin == nil {
-		cl, err := kgo.NewClient(append(s.cfg.clientOpts(), s.cfg.Opts...)...)
-		if err != nil {
-			return nil, fmt.Errorf("kafka: admin client: %w", err)
-		}
-		s.admin = kadm.NewClient(cl)
-	}
-	return s.admin, nil
-}
-
-// createTopic creates topic unless it exists and waits until every partition
-// has a leader.
-func createTopic(ctx context.Context, adm *kadm.Client, topic string, partitions int32, replicas int16) error {
-	if partitions == 0 {
-		partitions = -1
-	}
-	if replicas == 0 {
-		replicas = -1
-	}
-	res, err := adm.CreateTopic(ctx, partitions, replicas, nil, topic)
-	if err == nil {
-		err = res.Err
-	}
-	if err != nil && !errors.Is(err, kerr.TopicAlreadyExists) {
-		return fmt.Errorf("create topic: %w", err)
-	}
-	for {
-		err = topicReady(ctx, adm, topic)
-		if err == nil {
-			return nil
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("wait for the topic's partitions to have leaders: %w (last: %w)", ctx.Err(), err)
-		case <-time.After(50 * time.Millisecond):
-		}
-	}
-}
-
-func topicReady(ctx context.Context, adm *kadm.Client, topic string) error {
-	md, err := adm.Metadata(ctx, topic)
-	if err != nil {
-		return err
-	}
-	td, ok := md.Topics[topic]
-	switch {
-	case !ok:
-		return errors.New("not in the metadata yet")
-	case td.Err != nil:
-		return td.Err
-	case len(td.Partitions) == 0:
-		return errors.New("no partitions in the metadata yet")
-	}
-	for _, p := range td.Partitions {
-		if p.Err != nil {
-			return fmt.Errorf("partition %d: %w", p.Partition, p.Err)
-		}
-		if p.Leader < 0 {
-			return fmt.Errorf("partition %d has no leader yet", p.Partition)
-		}
-	}
-	return nil
-}
-
 // Close ends every subscription: it stops delivering, cancels the contexts
 // of messages not yet acked, commits what was acked, leaves the group, closes
 // the output channels and returns once all of the Subscriber's goroutines
@@ -202,7 +103,6 @@ func (s *Subscriber) Close() error {
 		for sub := range s.subs {
 			subs = append(subs, sub)
 		}
-		adm := s.admin
 		s.mu.Unlock()
 
 		for _, sub := range subs {
@@ -214,9 +114,6 @@ func (s *Subscriber) Close() error {
 			if sub.err != nil {
 				errs = append(errs, sub.err)
 			}
-		}
-		if adm != nil {
-			adm.Close()
 		}
 		s.closeErr = errors.Join(errs...)
 	})

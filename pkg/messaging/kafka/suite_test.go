@@ -1,14 +1,19 @@
 package kafka_test
 
 import (
+	"context"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/ThreeDotsLabs/watermill/pubsub/tests"
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/vextrus/dtx/internal/testkit/kafkatest"
 	"github.com/vextrus/dtx/pkg/messaging/kafka"
+	"github.com/vextrus/dtx/pkg/topic"
 )
 
 // suitePartitions is how many partitions the universal suite's topics have.
@@ -75,11 +80,31 @@ func (r *suiteRun) pubSub(t *testing.T) (message.Publisher, message.Subscriber) 
 // pubSubWithGroup is the suite's ConsumerGroupPubSubConstructor.
 func (r *suiteRun) pubSubWithGroup(t *testing.T, group string) (message.Publisher, message.Subscriber) {
 	pub := newPublisher(t, r.brokers)
-	sub := newSubscriber(t, r.brokers, r.prefix+group, func(c *kafka.SubscriberConfig) {
-		c.InitializeTopics = true
-		c.TopicPartitions = r.partitions
-	})
-	return pub, sub
+	sub := newSubscriber(t, r.brokers, r.prefix+group)
+	return pub, provisioning{Subscriber: sub, brokers: r.brokers, partitions: r.partitions}
+}
+
+// provisioning gives the suite the SubscribeInitialize it calls before
+// using a topic: the Subscriber itself never creates topics, so the test
+// provisions them as a deployment would.
+type provisioning struct {
+	*kafka.Subscriber
+	brokers    []string
+	partitions int32
+}
+
+// SubscribeInitialize creates topic with the suite's partitions unless it
+// exists.
+func (p provisioning) SubscribeInitialize(name string) error {
+	cl, err := kgo.NewClient(kgo.SeedBrokers(p.brokers...))
+	if err != nil {
+		return err
+	}
+	defer cl.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	_, err = topic.Apply(ctx, kadm.NewClient(cl), []topic.Spec{{Name: name, Partitions: p.partitions, ReplicationFactor: -1}})
+	return err
 }
 
 func runSuite(t *testing.T, brokers []string, mod ...func(*tests.Features)) {
