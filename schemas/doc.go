@@ -2,7 +2,9 @@
 // validates at its edges, embedded in every binary that validates them: when
 // a service writes a message to the outbox and when a consumer decodes one.
 // Load them with messaging.NewSchemaRegistry(messaging.SchemaRegistryConfig{
-// FS: schemas.FS()}).
+// FS: schemas.FS()}), or beside a service's own schemas with
+// messaging.SchemaRegistryConfig{Sources: append([]messaging.SchemaSource{
+// schemas.Source()}, messaging.SchemaDirs("./contracts")...)}.
 //
 // # Layout
 //

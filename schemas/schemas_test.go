@@ -158,3 +158,14 @@ func readFile(t *testing.T, name string) []byte {
 	require.NoError(t, err)
 	return b
 }
+
+// TestSource checks that Source is the embedded schemas under the name
+// errors call them by.
+func TestSource(t *testing.T) {
+	t.Parallel()
+	src := schemas.Source()
+	require.Equal(t, "built-in", src.Name)
+	reg, err := messaging.NewSchemaRegistry(messaging.SchemaRegistryConfig{Sources: []messaging.SchemaSource{src}})
+	require.NoError(t, err)
+	require.Equal(t, newRegistry(t).Keys(), reg.Keys())
+}

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -17,7 +18,7 @@ import (
 	"github.com/vextrus/dtx/pkg/messaging/middleware"
 	"github.com/vextrus/dtx/pkg/saga"
 	"github.com/vextrus/dtx/pkg/saga/orchestrator"
-	"github.com/vextrus/dtx/schemas"
+	"github.com/vextrus/dtx/pkg/topic"
 )
 
 const summary = `orchestrator runs dtx sagas: it consumes saga start commands, trigger events and
@@ -26,7 +27,13 @@ the next commands and lifecycle events (through the outbox) and the messages'
 deduplication records in one PostgreSQL transaction. A scheduler fires step timeouts,
 retries and saga deadlines by the database's clock; several replicas may run at once.
 Saga definitions are YAML files (--definitions); the operator API is served on the
-admin address under /sagas.`
+admin address under /sagas.
+
+Triggers, commands, replies and lifecycle events are validated against dtx's built-in
+schemas and the service's own, given with --schemas DIR (repeatable): a message of a type
+without a schema goes to <topic>.dlq, logged as a warning and counted by
+dtx_dead_letters_total. --topic-prefix starts the built-in names (reply and event topics,
+consumer group) so that several deployments can share one cluster.`
 
 // settings are the orchestrator's own flags.
 type settings struct {
@@ -46,10 +53,12 @@ func (st *settings) flags(s *service.Settings) {
 	fs := s.FlagSet()
 	fs.StringVar(&st.definitions, "definitions", "",
 		"directory of saga definitions (*.yaml, *.yml); every version in-flight sagas use must be there (required)")
-	fs.StringVar(&st.group, "group", orchestrator.DefaultConsumer,
-		"Kafka consumer group and inbox consumer name; replicas share it")
-	fs.StringVar(&st.replyTopic, "reply-topic", saga.DefaultReplyTopic, "topic participants reply to")
-	fs.StringVar(&st.eventTopic, "event-topic", saga.DefaultEventTopic, "topic of saga lifecycle events")
+	fs.StringVar(&st.group, "group", "",
+		"Kafka consumer group and inbox consumer name; replicas share it (empty: --topic-prefix then "+saga.DefaultOrchestratorGroup+")")
+	fs.StringVar(&st.replyTopic, "reply-topic", "",
+		"topic participants reply to, named in every command (empty: --topic-prefix then "+saga.DefaultReplyTopic+")")
+	fs.StringVar(&st.eventTopic, "event-topic", "",
+		"topic of saga lifecycle events (empty: --topic-prefix then "+saga.DefaultEventTopic+")")
 	fs.IntVar(&st.maxBatch, "max-batch", orchestrator.DefaultMaxBatch,
 		fmt.Sprintf("most messages handled in one transaction (1..%d)", orchestrator.MaxMaxBatch))
 	fs.DurationVar(&st.batchWindow, "batch-window", orchestrator.DefaultBatchWindow,
@@ -90,9 +99,6 @@ func (st *settings) validate() error {
 	if st.session < 6*time.Second || st.session > 5*time.Minute {
 		bad("session-timeout", "%s is outside 6s..5m", st.session)
 	}
-	if st.group == "" {
-		bad("group", "must not be empty")
-	}
 	return errors.Join(errs...)
 }
 
@@ -105,10 +111,13 @@ func (st *settings) run(ctx context.Context, env *service.Env) error {
 	if err != nil {
 		return fmt.Errorf("definitions (%s): %w", service.EnvName("definitions"), err)
 	}
-	schemaReg, err := messaging.NewSchemaRegistry(messaging.SchemaRegistryConfig{FS: schemas.FS()})
-	if err != nil {
-		return err
-	}
+	// An explicit --group, --reply-topic or --event-topic wins over the
+	// deployment's built-in name.
+	names := env.Config.Names()
+	st.group = cmp.Or(st.group, names.OrchestratorGroup)
+	st.replyTopic = cmp.Or(st.replyTopic, names.Replies)
+	st.eventTopic = cmp.Or(st.eventTopic, names.Events)
+	schemaReg := env.Schemas
 	o, err := orchestrator.New(env.Pool, orchestrator.Config{
 		Schema:       env.Config.Schema,
 		Definitions:  registry,
@@ -142,13 +151,14 @@ func (st *settings) run(ctx context.Context, env *service.Env) error {
 		ConsumerGroup:           st.group,
 		MaxInFlightPerPartition: st.inFlight,
 		ReadAheadPerPartition:   max(st.inFlight*2, 256),
-		InitializeTopics:        true,
 	})
 	if err != nil {
 		return err
 	}
 	defer func() { _ = sub.Close() }()
-	mws, err := middleware.Standard(middleware.StackConfig{DeadLetterPublisher: pub, Schemas: schemaReg})
+	mws, err := middleware.Standard(middleware.StackConfig{
+		DeadLetterPublisher: pub, Schemas: schemaReg, Logger: env.Logger, Registerer: env.Registry,
+	})
 	if err != nil {
 		return err
 	}
@@ -162,7 +172,18 @@ func (st *settings) run(ctx context.Context, env *service.Env) error {
 		router.AddConsumerHandler("saga:"+topic, topic, sub, o.Handle)
 	}
 	env.Logger.InfoContext(ctx, "orchestrator: running", "definitions", len(defs), "topics", topics,
-		"reply_topic", st.replyTopic, "event_topic", st.eventTopic, "max_batch", st.maxBatch, "workers", st.workers)
+		"group", st.group, "reply_topic", st.replyTopic, "event_topic", st.eventTopic, "max_batch", st.maxBatch, "workers", st.workers)
+
+	// Until every topic it reads or writes exists, the orchestrator is not
+	// ready and does not start.
+	if err := env.RequireTopics(ctx, topic.ForSagas(registry, topic.SagaParams{
+		Prefix: env.Config.TopicPrefix, ReplyTopic: st.replyTopic, EventTopic: st.eventTopic,
+	}).All()); err != nil {
+		if ctx.Err() != nil {
+			return nil
+		}
+		return err
+	}
 
 	// The workers and the scheduler outlive the router: its handlers in
 	// flight wait for their batch while it drains.
@@ -193,5 +214,6 @@ func main() {
 		FlagsFunc:        st.flags,
 		ValidateFunc:     st.validate,
 		RunFunc:          st.run,
+		ReadyChecksFunc:  func() []string { return []string{service.TopicsCheck} },
 	})
 }

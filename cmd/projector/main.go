@@ -16,6 +16,7 @@ import (
 	"github.com/vextrus/dtx/pkg/messaging/kafka"
 	"github.com/vextrus/dtx/pkg/messaging/middleware"
 	"github.com/vextrus/dtx/pkg/projection"
+	"github.com/vextrus/dtx/pkg/topic"
 )
 
 const summary = `projector builds read models from dtx events: it reads the event store's global log in
@@ -30,7 +31,11 @@ the first event into a shadow table and swaps it in while the live projection go
 --source=log (the default) reads the event store's global log, live. --source=kafka
 first catches up from the log, then goes on live from the Kafka --topics the outbox relay
 publishes the events to, as member of the consumer group --group (replicas share its
-partitions); records that are not events go to <topic>.dlq. Both sources keep each
+partitions); records that are not events go to <topic>.dlq, each logged as a warning and
+counted by dtx_dead_letters_total. With --schemas DIR (repeatable), the records are also
+validated against dtx's built-in schemas and those of DIR, and a record whose type has no
+schema or whose payload breaks it goes to <topic>.dlq too; without --schemas they are only
+decoded. --topic-prefix starts the default --group. Both sources keep each
 stream's last applied version with the read model, so nothing is applied twice, whichever
 source delivers an event first, and a stream's events missing from Kafka are read from
 the store.`
@@ -66,9 +71,13 @@ func (st *settings) flags(s *service.Settings) {
 		"live source of the events: log (the event store's global log) or kafka (catch up from the log, then consume --topics)")
 	fs.StringVar(&st.topics, "topics", "",
 		"with --source=kafka: comma-separated topics the outbox relay publishes the events to, e.g. order.events (required then)")
-	fs.StringVar(&st.group, "group", "dtx.projector."+projection.StreamSummariesName,
-		"with --source=kafka: the Kafka consumer group; replicas with the same group share the partitions")
+	fs.StringVar(&st.group, "group", "",
+		"with --source=kafka: the Kafka consumer group; replicas with the same group share the partitions (empty: --topic-prefix then "+defaultGroup+")")
 }
+
+// defaultGroup is the consumer group after --topic-prefix when --group is
+// empty.
+const defaultGroup = "dtx.projector." + projection.StreamSummariesName
 
 // topicList returns the topics of --topics.
 func (st *settings) topicList() []string { return splitList(st.topics) }
@@ -107,9 +116,6 @@ func (st *settings) validate() error {
 		if len(st.topicList()) == 0 {
 			errs = append(errs, fmt.Errorf("topics (%s): required with --source=kafka", service.EnvName("topics")))
 		}
-		if strings.TrimSpace(st.group) == "" {
-			errs = append(errs, fmt.Errorf("group (%s): must not be empty with --source=kafka", service.EnvName("group")))
-		}
 	default:
 		errs = append(errs, fmt.Errorf("source (%s): %q is neither %s nor %s", service.EnvName("source"), st.source, sourceLog, sourceKafka))
 	}
@@ -134,7 +140,22 @@ func (st *settings) run(ctx context.Context, env *service.Env) error {
 		return err
 	}
 	p := projection.StreamSummaries(env.Config.Schema, types...)
+	if st.group == "" {
+		st.group = env.Config.TopicPrefix + defaultGroup
+	}
 	if st.source == sourceKafka {
+		// Until every topic it consumes (and their dead-letter topics)
+		// exists, the projector is not ready and does not start.
+		var names []string
+		for _, t := range st.topicList() {
+			names = append(names, t, topic.DeadLetter(t))
+		}
+		if err := env.RequireTopics(ctx, names); err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return err
+		}
 		// Catch up from the log first: Kafka may no longer hold the oldest
 		// events, and reading the log is faster.
 		env.Logger.InfoContext(ctx, "projector: catching up from the log", "projection", p.Name())
@@ -180,12 +201,19 @@ func (st *settings) runKafka(ctx context.Context, env *service.Env, runner *proj
 		return err
 	}
 	defer func() { _ = pub.Close() }()
-	return runner.RunKafka(ctx, projection.KafkaParams{
+	params := projection.KafkaParams{
 		Subscriber:          sub,
 		DeadLetterPublisher: pub,
 		Topics:              st.topicList(),
 		Retry:               middleware.RetryConfig{Logger: env.Logger},
-	}, p)
+		DeadLetter:          middleware.DeadLetterConfig{Logger: env.Logger, Registerer: env.Registry},
+	}
+	if len(env.Config.SchemaDirs) > 0 {
+		// Without the service's own schemas, every event type would be
+		// unknown: validate only when they are given.
+		params.Schemas = env.Schemas
+	}
+	return runner.RunKafka(ctx, params, p)
 }
 
 // rebuild rebuilds p while the live projection runs, and logs how it ended:
@@ -213,5 +241,11 @@ func main() {
 		FlagsFunc:        st.flags,
 		ValidateFunc:     st.validate,
 		RunFunc:          st.run,
+		ReadyChecksFunc: func() []string {
+			if st.source == sourceKafka {
+				return []string{service.TopicsCheck}
+			}
+			return nil
+		},
 	})
 }

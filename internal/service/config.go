@@ -13,6 +13,11 @@ import (
 	"sort"
 	"strings"
 	"time"
+
+	"github.com/vextrus/dtx/pkg/messaging"
+	"github.com/vextrus/dtx/pkg/saga"
+	"github.com/vextrus/dtx/pkg/topic"
+	"github.com/vextrus/dtx/schemas"
 )
 
 // EnvPrefix starts the name of every environment variable a dtx binary reads.
@@ -63,7 +68,40 @@ type Config struct {
 	// InstanceID names this replica in logs and metrics. Defaults to the host
 	// name (the pod name on Kubernetes).
 	InstanceID string
+
+	// CreateTopics makes the binary create the Kafka topics it uses that do
+	// not exist, at start (Env.RequireTopics). Defaults to false: topics are
+	// provisioned with `dtxctl topics apply`, and a missing one keeps the
+	// binary not ready.
+	CreateTopics bool
+
+	// TopicPartitions is the partition count of the topics CreateTopics
+	// creates. Defaults to 3; -1 means the broker's num.partitions,
+	// otherwise 1..10000.
+	TopicPartitions int
+
+	// TopicReplicationFactor is the replication factor of the topics
+	// CreateTopics creates. Defaults to -1, the broker's
+	// default.replication.factor (1 on a one-broker development cluster);
+	// otherwise 1..32.
+	TopicReplicationFactor int
+
+	// SchemaDirs are directories of the service's own JSON Schemas
+	// (<type>.v<version>.json each), merged with dtx's built-in schemas into
+	// Env.Schemas. A directory that cannot be read, holds no schema, or
+	// defines a type and version defined elsewhere stops the process at
+	// start. Defaults to none: the built-in schemas only.
+	SchemaDirs []string
+
+	// TopicPrefix goes in front of every built-in topic and consumer group
+	// name (see Names), so that deployments sharing a cluster keep apart.
+	// Defaults to ""; it may hold what a Kafka topic may (a-z A-Z 0-9 . _ -).
+	TopicPrefix string
 }
+
+// Names returns the built-in topic and consumer group names of the
+// deployment: saga.Names(TopicPrefix).
+func (c *Config) Names() saga.TopicNames { return saga.Names(c.TopicPrefix) }
 
 var schemaNameRE = regexp.MustCompile(`^[a-z_][a-z0-9_]{0,62}$`)
 
@@ -101,7 +139,35 @@ func (c *Config) validate() error {
 	if strings.TrimSpace(c.InstanceID) == "" {
 		errs = append(errs, errors.New("instance-id (DTX_INSTANCE_ID): must not be empty"))
 	}
+	if p := c.TopicPartitions; p != -1 && (p < 1 || p > 10000) {
+		errs = append(errs, fmt.Errorf("topic-partitions (DTX_TOPIC_PARTITIONS): %d is neither -1 nor within 1..10000", p))
+	}
+	if rf := c.TopicReplicationFactor; rf != -1 && (rf < 1 || rf > 32) {
+		errs = append(errs, fmt.Errorf("topic-replication-factor (DTX_TOPIC_REPLICATION_FACTOR): %d is neither -1 nor within 1..32", rf))
+	}
+	if c.TopicPrefix != "" {
+		// The longest built-in name it starts is the reply topic's
+		// dead-letter topic.
+		if err := topic.ValidateName(c.Names().Replies + messaging.DeadLetterSuffix); err != nil {
+			errs = append(errs, fmt.Errorf("topic-prefix (DTX_TOPIC_PREFIX): %q makes a name Kafka refuses: %w", c.TopicPrefix, err))
+		}
+	}
+	for _, d := range c.SchemaDirs {
+		if strings.TrimSpace(d) == "" {
+			errs = append(errs, errors.New("schemas (DTX_SCHEMAS): a directory is empty"))
+		}
+	}
 	return errors.Join(errs...)
+}
+
+// loadSchemas merges dtx's built-in schemas with those of dirs.
+func loadSchemas(dirs []string) (*messaging.SchemaRegistry, error) {
+	srcs := append([]messaging.SchemaSource{schemas.Source()}, messaging.SchemaDirs(dirs...)...)
+	reg, err := messaging.NewSchemaRegistry(messaging.SchemaRegistryConfig{Sources: srcs})
+	if err != nil {
+		return nil, fmt.Errorf("schemas (DTX_SCHEMAS): %w", err)
+	}
+	return reg, nil
 }
 
 func parseLevel(s string) (slog.Level, error) {
@@ -210,6 +276,26 @@ func (l listValue) Set(s string) error {
 	return nil
 }
 
+// appendListValue is a list flag that may be repeated: each value, itself
+// comma-separated, adds to the list.
+type appendListValue struct{ p *[]string }
+
+func (l appendListValue) String() string {
+	if l.p == nil {
+		return ""
+	}
+	return strings.Join(*l.p, ",")
+}
+
+func (l appendListValue) Set(s string) error {
+	var more []string
+	if err := (listValue{&more}).Set(s); err != nil {
+		return err
+	}
+	*l.p = append(*l.p, more...)
+	return nil
+}
+
 // registerShared declares the flags of Config with their defaults.
 func registerShared(s *Settings, c *Config, defaultAdminAddr string) {
 	fs := s.fs
@@ -230,6 +316,15 @@ func registerShared(s *Settings, c *Config, defaultAdminAddr string) {
 	fs.DurationVar(&c.DrainTimeout, "drain-timeout", 30*time.Second, "graceful shutdown limit after SIGTERM/SIGINT (1s..10m)")
 	fs.DurationVar(&c.ReadyTimeout, "ready-timeout", 2*time.Second, "limit of each dependency check behind /readyz (100ms..30s)")
 	fs.StringVar(&c.InstanceID, "instance-id", host, "name of this replica in logs and metrics")
+	fs.BoolVar(&c.CreateTopics, "create-topics", false,
+		"create the Kafka topics the binary uses that do not exist, at start (otherwise provision them with dtxctl topics apply)")
+	fs.IntVar(&c.TopicPartitions, "topic-partitions", 3, "with --create-topics: partitions of each topic created (-1: the broker's num.partitions)")
+	fs.IntVar(&c.TopicReplicationFactor, "topic-replication-factor", -1,
+		"with --create-topics: replication factor of each topic created (-1: the broker's default.replication.factor)")
+	fs.Var(appendListValue{&c.SchemaDirs}, "schemas",
+		"directory of the service's own JSON Schemas (<type>.v<version>.json), merged with the built-in ones; repeat the flag (or separate with commas) for several; a type and version defined twice is an error")
+	fs.StringVar(&c.TopicPrefix, "topic-prefix", "",
+		"prefix of every built-in topic and consumer group name (e.g. team-a. gives team-a.dtx.saga.replies), to share a cluster between deployments")
 }
 
 // RedactURL hides the password of a PostgreSQL URL or key=value connection

@@ -18,6 +18,8 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/vextrus/dtx/pkg/messaging"
 )
 
 // Exit codes of a dtx binary.
@@ -49,6 +51,12 @@ type App struct {
 	// its error should name the offending setting.
 	ValidateFunc func() error
 
+	// ReadyChecksFunc, if set, names the readiness checks the work loop
+	// adds with Env.AddReadyCheck once it knows what to check (e.g.
+	// TopicsCheck, after loading its configuration). It is called after
+	// ValidateFunc. Until the work loop adds each, the process is not ready.
+	ReadyChecksFunc func() []string
+
 	// RunFunc is the binary's work loop. It runs once PostgreSQL is reachable
 	// and migrations (when enabled) are applied, and must return once ctx is
 	// cancelled (drain), having finished or abandoned its work in flight. A
@@ -68,6 +76,12 @@ type Env struct {
 	Admin *http.ServeMux
 	// Ready is closed when the process reports ready for the first time.
 	Ready <-chan struct{}
+	// Schemas holds dtx's built-in schemas merged with those of --schemas,
+	// loaded before the process started: validate with it, and pass it to
+	// middleware.StackConfig.Schemas.
+	Schemas *messaging.SchemaRegistry
+
+	readiness *readiness
 }
 
 // Main runs app as a process: it reads os.Args and the environment, handles
@@ -103,9 +117,16 @@ func Run(ctx context.Context, app App, args []string, env LookupEnvFunc, stdout,
 		fmt.Fprintf(stderr, "%s: invalid configuration:\n%v\n", app.Name, err)
 		return ExitUsage
 	}
+	// Contracts are configuration: a bad one stops the process before it
+	// takes any work.
+	schemaReg, err := loadSchemas(cfg.SchemaDirs)
+	if err != nil {
+		fmt.Fprintf(stderr, "%s: invalid configuration:\n%v\n", app.Name, err)
+		return ExitUsage
+	}
 
 	logger := newLogger(cfg, stderr).With("binary", app.Name, "instance", cfg.InstanceID)
-	p := &process{app: app, cfg: cfg, log: logger}
+	p := &process{app: app, cfg: cfg, log: logger, schemas: schemaReg}
 	if err := p.run(ctx); err != nil {
 		logger.Error("stopped with an error", "err", err)
 		return ExitFailure
@@ -118,13 +139,15 @@ type process struct {
 	app      App
 	cfg      Config
 	log      *slog.Logger
+	schemas  *messaging.SchemaRegistry
 	draining atomic.Bool
 }
 
 func (p *process) run(sigCtx context.Context) error {
 	cfg := p.cfg
 	p.log.Info("starting", "version", version(), "schema", cfg.Schema,
-		"database", RedactURL(cfg.DatabaseURL), "kafka_brokers", cfg.KafkaBrokers)
+		"database", RedactURL(cfg.DatabaseURL), "kafka_brokers", cfg.KafkaBrokers,
+		"schema_dirs", cfg.SchemaDirs, "schemas", len(p.schemas.Keys()), "topic_prefix", cfg.TopicPrefix)
 
 	poolCfg, err := pgxpool.ParseConfig(cfg.DatabaseURL)
 	if err != nil {
@@ -155,7 +178,7 @@ func (p *process) run(sigCtx context.Context) error {
 	admin, err := startAdmin(cfg.AdminAddr, p.log, registry, &p.draining, cfg.ReadyTimeout, ready, []check{
 		{name: "postgres", fn: pool.Ping},
 		{name: "kafka", fn: kafka.Ping},
-	})
+	}, p.readyChecks())
 	if err != nil {
 		return err
 	}
@@ -166,7 +189,7 @@ func (p *process) run(sigCtx context.Context) error {
 	defer cancelWork()
 	done := make(chan error, 1)
 	go func() {
-		done <- p.work(workCtx, &Env{Config: cfg, Logger: p.log, Pool: pool, Kafka: kafka, Registry: registry, Admin: admin.mux, Ready: ready})
+		done <- p.work(workCtx, &Env{Config: cfg, Logger: p.log, Pool: pool, Kafka: kafka, Registry: registry, Admin: admin.mux, Ready: ready, readiness: admin.rd, Schemas: p.schemas})
 	}()
 
 	var workErr error
@@ -194,6 +217,14 @@ func (p *process) run(sigCtx context.Context) error {
 	shutdownCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	return errors.Join(workErr, admin.shutdown(shutdownCtx))
+}
+
+// readyChecks returns the checks the work loop will add.
+func (p *process) readyChecks() []string {
+	if p.app.ReadyChecksFunc == nil {
+		return nil
+	}
+	return p.app.ReadyChecksFunc()
 }
 
 // work applies migrations, waiting for PostgreSQL if needed, then runs the

@@ -37,8 +37,12 @@
 // # Schemas
 //
 // SchemaRegistry validates payloads against JSON Schemas (draft 2020-12,
-// formats enforced) chosen by message type and schema version, loaded from an
-// fs.FS of <type>.v<version>.json files; package schemas embeds dtx's own.
+// formats enforced) chosen by message type and schema version, loaded from one
+// or several sources, each an fs.FS of <type>.v<version>.json files (package
+// schemas embeds dtx's own; SchemaDirs reads directories). Sources are merged
+// into one registry, so a schema may refer to one of another source by its
+// "$id"; a type and version defined in two sources fails with a
+// *DuplicateSchemaError naming both files.
 // Every schema is compiled when the registry is created, and a schema that does
 // not compile stops the registry from being created; afterwards the registry
 // never changes and is safe for concurrent use. A payload that breaks its schema

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"os"
 	"path"
 	"regexp"
 	"slices"
@@ -41,7 +42,44 @@ func (p UnknownTypePolicy) String() string {
 	return "UnknownTypePolicy(" + strconv.Itoa(int(p)) + ")"
 }
 
-// SchemaRegistryConfig configures NewSchemaRegistry.
+// SchemaSource is one file system of schemas with the name errors call it
+// by: a file is named "<Name>/<file>" in errors, e.g.
+// "./contracts/billing.invoice.create.v1.json".
+type SchemaSource struct {
+	// Name names the source in errors, e.g. its directory. Defaults to
+	// "Sources[<index>]".
+	Name string
+	// FS holds the schemas as SchemaRegistryConfig.FS describes. Required.
+	FS fs.FS
+}
+
+// SchemaDirs returns a source per directory (os.DirFS), each named by its
+// path as given, for SchemaRegistryConfig.Sources. A directory that does not
+// exist or cannot be read makes NewSchemaRegistry fail naming it.
+func SchemaDirs(dirs ...string) []SchemaSource {
+	srcs := make([]SchemaSource, len(dirs))
+	for i, d := range dirs {
+		srcs[i] = SchemaSource{Name: d, FS: os.DirFS(d)}
+	}
+	return srcs
+}
+
+// DuplicateSchemaError says that two schema files define the same message
+// type and version, so the registry could not tell which one applies.
+type DuplicateSchemaError struct {
+	// Key is the type and version defined twice.
+	Key SchemaKey
+	// First and Second are the two files, each "<source name>/<file>", in
+	// the order of the sources.
+	First, Second string
+}
+
+func (e *DuplicateSchemaError) Error() string {
+	return "messaging: schema " + e.Key.String() + " is defined twice: " + e.First + " and " + e.Second
+}
+
+// SchemaRegistryConfig configures NewSchemaRegistry. At least one of FS and
+// Sources is required.
 type SchemaRegistryConfig struct {
 	// FS holds the JSON Schemas, one per message type and schema version,
 	// each in a file at the root of FS named "<type>.v<version>.json", e.g.
@@ -51,21 +89,50 @@ type SchemaRegistryConfig struct {
 	// leading zeros. Any other file at the root whose name ends in ".json"
 	// is an error; other files and subdirectories are ignored. Schemas
 	// without "$schema" are read as draft 2020-12, and "format" is
-	// asserted. A schema may refer ($ref) to other schemas of FS by their
-	// "$id", or by file name when neither declares an "$id", but to nothing
-	// outside FS. Required: schemas.FS() returns dtx's own schemas.
+	// asserted. A schema may refer ($ref) to other schemas of the registry
+	// by their "$id", or by file name when neither declares an "$id", but
+	// to nothing outside the registry. schemas.FS() returns dtx's own
+	// schemas. FS, if set, is read as one more source named "FS", after
+	// Sources. Defaults to nil.
 	FS fs.FS
 
+	// Sources are file systems of schemas, each laid out as FS is, merged
+	// into one registry: a schema may refer to a schema of another source.
+	// A type and version defined in two sources is an error
+	// (*DuplicateSchemaError naming both files), as is a source without a
+	// schema. schemas.Source() is dtx's own. Defaults to none.
+	Sources []SchemaSource
+
 	// UnknownTypes says what to do with a payload of a type and schema
-	// version that FS holds no schema for, including an envelope without a
-	// schema version. Defaults to RejectUnknownTypes.
+	// version that no source holds a schema for, including an envelope
+	// without a schema version. Defaults to RejectUnknownTypes.
 	UnknownTypes UnknownTypePolicy
+}
+
+// sources returns Sources, then FS as the source "FS", with default names.
+func (c *SchemaRegistryConfig) sources() []SchemaSource {
+	srcs := make([]SchemaSource, 0, len(c.Sources)+1)
+	for i, s := range c.Sources {
+		if s.Name == "" {
+			s.Name = "Sources[" + strconv.Itoa(i) + "]"
+		}
+		srcs = append(srcs, s)
+	}
+	if c.FS != nil {
+		srcs = append(srcs, SchemaSource{Name: "FS", FS: c.FS})
+	}
+	return srcs
 }
 
 func (c *SchemaRegistryConfig) validate() error {
 	var errs []error
-	if c.FS == nil {
-		errs = append(errs, errors.New("FS: must not be nil"))
+	if c.FS == nil && len(c.Sources) == 0 {
+		errs = append(errs, errors.New("FS, Sources: one of them is required"))
+	}
+	for i, s := range c.Sources {
+		if s.FS == nil {
+			errs = append(errs, fmt.Errorf("Sources[%d] (%s): FS must not be nil", i, s.Name))
+		}
 	}
 	if c.UnknownTypes != RejectUnknownTypes && c.UnknownTypes != AllowUnknownTypes {
 		errs = append(errs, fmt.Errorf("UnknownTypes: %d is neither RejectUnknownTypes nor AllowUnknownTypes", int(c.UnknownTypes)))
@@ -106,17 +173,16 @@ var schemaFileRE = regexp.MustCompile(`^([A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9
 // fetched: it only lets such schemas refer to one another by file name.
 const schemaBase = "dtx-schema:///"
 
-// NewSchemaRegistry loads and compiles every schema of cfg.FS. It fails if
-// cfg is not valid, if FS holds no schema, or if a schema file cannot be
-// read, is not JSON, is not a valid schema, shares its "$id" with another
-// or refers to a schema outside FS; the error names the file.
+// NewSchemaRegistry loads and compiles every schema of cfg's sources. It
+// fails if cfg is not valid, if a source cannot be read or holds no schema,
+// if two sources define the same type and version (*DuplicateSchemaError,
+// one per such type and version, joined), or if a schema file cannot be
+// read, is not JSON, is not a valid schema, shares its "$id" with another or
+// refers to a schema outside the registry; the error names the file as
+// "<source name>/<file>".
 func NewSchemaRegistry(cfg SchemaRegistryConfig) (*SchemaRegistry, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, fmt.Errorf("messaging: schema registry config: %w", err)
-	}
-	entries, err := fs.ReadDir(cfg.FS, ".")
-	if err != nil {
-		return nil, fmt.Errorf("messaging: schema registry: read schemas: %w", err)
 	}
 
 	c := jsonschema.NewCompiler()
@@ -125,43 +191,71 @@ func NewSchemaRegistry(cfg SchemaRegistryConfig) (*SchemaRegistry, error) {
 	c.UseLoader(noLoader{})
 
 	type file struct {
-		name string
+		name string // "<source>/<file>"
 		key  SchemaKey
 		loc  string
 		id   string
 	}
 	var files []file
-	for _, ent := range entries {
-		name := ent.Name()
-		if ent.IsDir() || path.Ext(name) != ".json" {
-			continue
-		}
-		m := schemaFileRE.FindStringSubmatch(name)
-		if m == nil {
-			return nil, fmt.Errorf("messaging: schema file %s: name is not <type>.v<version>.json", name)
-		}
-		version, _ := strconv.Atoi(m[2]) // at most 9 digits: cannot fail
-		raw, err := fs.ReadFile(cfg.FS, name)
+	seen := make(map[SchemaKey]string) // the file that defined a key first
+	var dups []error
+	for _, src := range cfg.sources() {
+		entries, err := fs.ReadDir(src.FS, ".")
 		if err != nil {
-			return nil, fmt.Errorf("messaging: schema file %s: %w", name, err)
-		}
-		doc, err := jsonschema.UnmarshalJSON(bytes.NewReader(raw))
-		if err != nil {
-			return nil, fmt.Errorf("messaging: schema file %s: not JSON: %w", name, err)
-		}
-		f := file{name: name, key: SchemaKey{Type: m[1], Version: version}, loc: schemaBase + name}
-		if obj, ok := doc.(map[string]any); ok {
-			if id, ok := obj["$id"].(string); ok {
-				f.id, f.loc = id, id
+			// The path of os.DirFS's error is ".": the source's name says
+			// more.
+			var perr *fs.PathError
+			if errors.As(err, &perr) && perr.Path == "." {
+				err = perr.Err
 			}
+			return nil, fmt.Errorf("messaging: schema source %s: read schemas: %w", src.Name, err)
 		}
-		if err := c.AddResource(f.loc, doc); err != nil {
-			return nil, fmt.Errorf("messaging: schema file %s: %w", name, err)
+		n := 0
+		for _, ent := range entries {
+			base := ent.Name()
+			if ent.IsDir() || path.Ext(base) != ".json" {
+				continue
+			}
+			name := strings.TrimSuffix(src.Name, "/") + "/" + base
+			m := schemaFileRE.FindStringSubmatch(base)
+			if m == nil {
+				return nil, fmt.Errorf("messaging: schema file %s: name is not <type>.v<version>.json", name)
+			}
+			n++
+			version, _ := strconv.Atoi(m[2]) // at most 9 digits: cannot fail
+			key := SchemaKey{Type: m[1], Version: version}
+			if first, ok := seen[key]; ok {
+				dups = append(dups, &DuplicateSchemaError{Key: key, First: first, Second: name})
+				continue
+			}
+			seen[key] = name
+			raw, err := fs.ReadFile(src.FS, base)
+			if err != nil {
+				return nil, fmt.Errorf("messaging: schema file %s: %w", name, err)
+			}
+			doc, err := jsonschema.UnmarshalJSON(bytes.NewReader(raw))
+			if err != nil {
+				return nil, fmt.Errorf("messaging: schema file %s: not JSON: %w", name, err)
+			}
+			// A schema without "$id" is located by its file name alone, so
+			// that schemas of different sources refer to one another alike.
+			f := file{name: name, key: key, loc: schemaBase + base}
+			if obj, ok := doc.(map[string]any); ok {
+				if id, ok := obj["$id"].(string); ok {
+					f.id, f.loc = id, id
+				}
+			}
+			if err := c.AddResource(f.loc, doc); err != nil {
+				return nil, fmt.Errorf("messaging: schema file %s: %w", name, err)
+			}
+			files = append(files, f)
 		}
-		files = append(files, f)
+		if n == 0 {
+			return nil, fmt.Errorf("messaging: schema source %s: holds no <type>.v<version>.json file", src.Name)
+		}
 	}
-	if len(files) == 0 {
-		return nil, errors.New("messaging: schema registry: FS holds no <type>.v<version>.json file")
+	if len(dups) > 0 {
+		return nil, errors.Join(dups...)
 	}
 
 	r := &SchemaRegistry{schemas: make(map[SchemaKey]loadedSchema, len(files)), unknown: cfg.UnknownTypes,

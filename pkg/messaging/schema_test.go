@@ -4,6 +4,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
 	"sync"
 	"testing"
 	"testing/fstest"
@@ -193,17 +196,17 @@ func TestNewSchemaRegistryFails(t *testing.T) {
 		err   string
 	}{
 		"no schema": {map[string]string{"README.md": "x", "sub/a.v1.json": "{}"},
-			"messaging: schema registry: FS holds no <type>.v<version>.json file"},
+			"messaging: schema source FS: holds no <type>.v<version>.json file"},
 		"no version": {map[string]string{"shop.order.placed.json": "{}"},
-			"messaging: schema file shop.order.placed.json: name is not <type>.v<version>.json"},
+			"messaging: schema file FS/shop.order.placed.json: name is not <type>.v<version>.json"},
 		"version zero": {map[string]string{"t.v0.json": "{}"},
-			"messaging: schema file t.v0.json: name is not <type>.v<version>.json"},
+			"messaging: schema file FS/t.v0.json: name is not <type>.v<version>.json"},
 		"leading zero": {map[string]string{"t.v01.json": "{}"},
-			"messaging: schema file t.v01.json: name is not <type>.v<version>.json"},
+			"messaging: schema file FS/t.v01.json: name is not <type>.v<version>.json"},
 		"bad type": {map[string]string{"shop order.v1.json": "{}"},
-			"messaging: schema file shop order.v1.json: name is not <type>.v<version>.json"},
+			"messaging: schema file FS/shop order.v1.json: name is not <type>.v<version>.json"},
 		"not JSON": {map[string]string{"t.v1.json": "{"},
-			"messaging: schema file t.v1.json: not JSON: unexpected EOF"},
+			"messaging: schema file FS/t.v1.json: not JSON: unexpected EOF"},
 	}
 	for name, tt := range tests {
 		t.Run(name, func(t *testing.T) {
@@ -226,12 +229,12 @@ func TestNewSchemaRegistryFails(t *testing.T) {
 			t.Parallel()
 			_, err := messaging.NewSchemaRegistry(messaging.SchemaRegistryConfig{FS: schemaFS(files)})
 			require.Error(t, err)
-			require.Regexp(t, `^messaging: schema file [tu]\.v1\.json: `, err.Error())
+			require.Regexp(t, `^messaging: schema file FS/[tu]\.v1\.json: `, err.Error())
 		})
 	}
 
 	_, err := messaging.NewSchemaRegistry(messaging.SchemaRegistryConfig{UnknownTypes: 7})
-	require.EqualError(t, err, "messaging: schema registry config: FS: must not be nil\n"+
+	require.EqualError(t, err, "messaging: schema registry config: FS, Sources: one of them is required\n"+
 		"UnknownTypes: 7 is neither RejectUnknownTypes nor AllowUnknownTypes")
 }
 
@@ -277,4 +280,123 @@ func TestSchemaRegistryConcurrent(t *testing.T) {
 	for err := range errs {
 		require.NoError(t, err)
 	}
+}
+
+// billingSchema refers to a schema of another source by its $id.
+const billingSchema = `{
+  "$id": "https://billing.example.com/schemas/billing.invoice.create.v1.json",
+  "type": "object",
+  "required": ["order_id", "amount"],
+  "properties": {
+    "order_id": {"type": "string", "minLength": 1},
+    "amount": {"$ref": "https://shared.example.com/schemas/money.v1.json"}
+  }
+}`
+
+const moneySchema = `{
+  "$id": "https://shared.example.com/schemas/money.v1.json",
+  "type": "integer", "minimum": 0
+}`
+
+// TestSchemaRegistrySources merges a service's own schemas with dtx's: both
+// validate, and a schema refers by $id to one of another source.
+func TestSchemaRegistrySources(t *testing.T) {
+	t.Parallel()
+	reg, err := messaging.NewSchemaRegistry(messaging.SchemaRegistryConfig{Sources: []messaging.SchemaSource{
+		schemas.Source(),
+		{Name: "./contracts", FS: schemaFS(map[string]string{"billing.invoice.create.v1.json": billingSchema})},
+		{Name: "./shared", FS: schemaFS(map[string]string{"money.v1.json": moneySchema})},
+	}})
+	require.NoError(t, err)
+
+	require.NoError(t, reg.Validate("billing.invoice.create", 1, []byte(`{"order_id":"o-1","amount":1200}`)))
+	err = reg.Validate("billing.invoice.create", 1, []byte(`{"order_id":"o-1","amount":-1}`))
+	require.ErrorIs(t, err, messaging.ErrSchemaViolation, "the $ref into the other source applies")
+	require.ErrorContains(t, err, "at '/amount': minimum")
+
+	// The built-in lifecycle events are still there.
+	_, ok := reg.SchemaID("dtx.saga.started", 1)
+	require.True(t, ok)
+	require.ErrorIs(t, reg.Validate("billing.invoice.void", 1, []byte(`{}`)), messaging.ErrUnknownType)
+
+	// FS is one more source, after Sources.
+	reg, err = messaging.NewSchemaRegistry(messaging.SchemaRegistryConfig{
+		Sources: []messaging.SchemaSource{{Name: "own", FS: schemaFS(map[string]string{"billing.invoice.create.v1.json": billingSchema})}},
+		FS:      schemaFS(map[string]string{"money.v1.json": moneySchema}),
+	})
+	require.NoError(t, err)
+	require.Len(t, reg.Keys(), 2)
+}
+
+func TestSchemaRegistryDuplicate(t *testing.T) {
+	t.Parallel()
+	_, err := messaging.NewSchemaRegistry(messaging.SchemaRegistryConfig{Sources: []messaging.SchemaSource{
+		{Name: "./contracts", FS: schemaFS(map[string]string{
+			"billing.invoice.create.v1.json": billingSchema,
+			"money.v1.json":                  moneySchema,
+			"billing.invoice.void.v1.json":   `{}`,
+		})},
+		{Name: "built-in/", FS: schemaFS(map[string]string{
+			"billing.invoice.create.v1.json": `{"type": "object"}`,
+			"billing.invoice.create.v2.json": `{"type": "object"}`, // another version: no conflict
+			"money.v1.json":                  moneySchema,
+		})},
+	}})
+	require.EqualError(t, err, "messaging: schema billing.invoice.create.v1 is defined twice: "+
+		"./contracts/billing.invoice.create.v1.json and built-in/billing.invoice.create.v1.json\n"+
+		"messaging: schema money.v1 is defined twice: ./contracts/money.v1.json and built-in/money.v1.json")
+	var dup *messaging.DuplicateSchemaError
+	require.ErrorAs(t, err, &dup)
+	require.Equal(t, messaging.SchemaKey{Type: "billing.invoice.create", Version: 1}, dup.Key)
+	require.Equal(t, "./contracts/billing.invoice.create.v1.json", dup.First)
+	require.Equal(t, "built-in/billing.invoice.create.v1.json", dup.Second)
+
+	// dtx's own schemas cannot be redefined either.
+	_, err = messaging.NewSchemaRegistry(messaging.SchemaRegistryConfig{Sources: []messaging.SchemaSource{
+		schemas.Source(),
+		{Name: "mine", FS: schemaFS(map[string]string{"dtx.saga.started.v1.json": `{}`})},
+	}})
+	require.EqualError(t, err, "messaging: schema dtx.saga.started.v1 is defined twice: "+
+		"built-in/dtx.saga.started.v1.json and mine/dtx.saga.started.v1.json")
+}
+
+func TestSchemaRegistrySourcesFail(t *testing.T) {
+	t.Parallel()
+	_, err := messaging.NewSchemaRegistry(messaging.SchemaRegistryConfig{})
+	require.EqualError(t, err, "messaging: schema registry config: FS, Sources: one of them is required")
+	_, err = messaging.NewSchemaRegistry(messaging.SchemaRegistryConfig{Sources: []messaging.SchemaSource{}})
+	require.EqualError(t, err, "messaging: schema registry config: FS, Sources: one of them is required")
+
+	_, err = messaging.NewSchemaRegistry(messaging.SchemaRegistryConfig{Sources: []messaging.SchemaSource{{Name: "x"}}})
+	require.EqualError(t, err, "messaging: schema registry config: Sources[0] (x): FS must not be nil")
+
+	_, err = messaging.NewSchemaRegistry(messaging.SchemaRegistryConfig{Sources: []messaging.SchemaSource{
+		schemas.Source(), {FS: schemaFS(map[string]string{"README.md": "x"})},
+	}})
+	require.EqualError(t, err, "messaging: schema source Sources[1]: holds no <type>.v<version>.json file")
+
+	// A file of a named source is named by the source.
+	_, err = messaging.NewSchemaRegistry(messaging.SchemaRegistryConfig{Sources: []messaging.SchemaSource{
+		{Name: "./contracts", FS: schemaFS(map[string]string{"t.v1.json": "{"})},
+	}})
+	require.EqualError(t, err, "messaging: schema file ./contracts/t.v1.json: not JSON: unexpected EOF")
+}
+
+func TestSchemaDirs(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "billing.invoice.create.v1.json"), []byte(billingSchema), 0o600))
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "money.v1.json"), []byte(moneySchema), 0o600))
+
+	srcs := messaging.SchemaDirs(dir)
+	require.Len(t, srcs, 1)
+	require.Equal(t, dir, srcs[0].Name)
+	reg, err := messaging.NewSchemaRegistry(messaging.SchemaRegistryConfig{Sources: append(srcs, schemas.Source())})
+	require.NoError(t, err)
+	require.NoError(t, reg.Validate("billing.invoice.create", 1, []byte(`{"order_id":"o-1","amount":5}`)))
+
+	missing := filepath.Join(dir, "nope")
+	_, err = messaging.NewSchemaRegistry(messaging.SchemaRegistryConfig{Sources: messaging.SchemaDirs(dir, missing)})
+	require.EqualError(t, err, "messaging: schema source "+missing+": read schemas: no such file or directory")
+	require.ErrorIs(t, err, fs.ErrNotExist)
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
+	"sync"
 	"time"
 	"unicode/utf8"
 
@@ -28,10 +29,17 @@ const (
 	// MaxMaxReasonBytes is the largest DeadLetterConfig.MaxReasonBytes
 	// accepted: 64 KiB.
 	MaxMaxReasonBytes = 64 << 10
+	// DefaultLogInterval is DeadLetterConfig.LogInterval when it is zero.
+	DefaultLogInterval = time.Second
 )
 
-// Causes of dead letters: the values of the "cause" label of the dead-letter
-// counter and of the "cause" attribute of the log entry.
+// DeadLettersMetric is the name of the counter of dead letters, labelled
+// by original topic and reason (one of the Cause* constants).
+const DeadLettersMetric = "dtx_dead_letters_total"
+
+// Causes of dead letters: the values of the "reason" label of the
+// dead-letter counter (DeadLettersMetric) and of the "reason" attribute of
+// the warning logged.
 const (
 	// CauseInvalidEnvelope is a message that does not decode
 	// (messaging.ErrInvalidEnvelope).
@@ -51,6 +59,9 @@ const (
 	// marked with messaging.Permanent.
 	CausePermanent = "permanent"
 )
+
+// DeadLetterLogMsg is the message of the warning logged per dead letter.
+const DeadLetterLogMsg = "middleware: message dead-lettered"
 
 // DeadLetterConfig configures DeadLetter.
 type DeadLetterConfig struct {
@@ -84,17 +95,27 @@ type DeadLetterConfig struct {
 	// dead-lettered at once. It must agree with RetryConfig.IsRetryableFunc.
 	// Defaults to messaging.IsRetryable.
 	IsRetryableFunc func(err error) bool
-	// NowFunc returns the time written to messaging.HeaderDLQTime. Defaults
-	// to time.Now.
+	// NowFunc returns the time written to messaging.HeaderDLQTime, and is
+	// the clock of LogInterval. Defaults to time.Now.
 	NowFunc func() time.Time
-	// Logger receives a warning per dead letter, and an error per dead
-	// letter that could not be published. Defaults to no logging.
+	// Logger receives a warning per dead letter (rate-limited, see
+	// LogInterval) with the message's id and type, the original topic,
+	// partition and offset, the dead-letter topic, the reason (a Cause*
+	// constant) and the cause (the error's text, as the reason header), and
+	// an error per dead letter that could not be published. Defaults to no
+	// logging.
 	Logger *slog.Logger
+	// LogInterval is the shortest time between two warnings of the same
+	// original topic and reason: the dead letters in between are published
+	// and counted but not logged, and the next warning says how many were
+	// left out (attribute "suppressed"). Defaults to DefaultLogInterval
+	// (1s); negative logs every dead letter.
+	LogInterval time.Duration
 	// Registerer, when set, registers the counter
-	// dtx_messaging_dead_letters_total{topic, cause}: dead letters published,
-	// by original topic and cause (see the Cause* constants). A counter
-	// registered before by another DeadLetter on the same Registerer is
-	// shared. Defaults to nil: no metrics.
+	// dtx_dead_letters_total{topic, reason} (DeadLettersMetric): dead
+	// letters published, by original topic and reason (see the Cause*
+	// constants). A counter registered before by another DeadLetter on the
+	// same Registerer is shared. Defaults to nil: no metrics.
 	Registerer prometheus.Registerer
 }
 
@@ -116,6 +137,9 @@ func (c *DeadLetterConfig) setDefaults() {
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	if c.LogInterval == 0 {
+		c.LogInterval = DefaultLogInterval
 	}
 }
 
@@ -169,8 +193,10 @@ func invalidTopicRune(r rune) bool {
 // again: nothing is lost. Retryable errors that Retry has not given up on
 // are returned untouched.
 //
-// Each dead letter is logged, counted (Registerer) and recorded on the span
-// in the message's context as an event "dead_letter" with the error.
+// Each dead letter is logged as a warning (at most one per original topic
+// and reason per LogInterval, the next saying how many were left out),
+// counted (Registerer) and recorded on the span in the message's context as
+// an event "dead_letter" with the error.
 //
 // It fails when pub is nil, when cfg is not valid, naming each offending
 // field, or when the counter cannot be registered.
@@ -182,7 +208,7 @@ func DeadLetter(pub message.Publisher, cfg DeadLetterConfig) (message.HandlerMid
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
-	d := &deadLetter{pub: pub, cfg: cfg}
+	d := &deadLetter{pub: pub, cfg: cfg, logged: make(map[logKey]*logState)}
 	if cfg.Registerer != nil {
 		c, err := registerCounter(cfg.Registerer)
 		if err != nil {
@@ -197,13 +223,48 @@ type deadLetter struct {
 	pub     message.Publisher
 	cfg     DeadLetterConfig
 	counter *prometheus.CounterVec
+
+	mu     sync.Mutex
+	logged map[logKey]*logState // by original topic and reason
+}
+
+// logKey is what the warnings are rate-limited by.
+type logKey struct{ topic, reason string }
+
+// logState is when a key's last warning was logged and how many dead
+// letters were not logged since.
+type logState struct {
+	at         time.Time
+	suppressed int
+}
+
+// shouldLog reports whether the dead letter of key is logged at now, and
+// how many of key's were left out since the last warning.
+func (d *deadLetter) shouldLog(key logKey, now time.Time) (ok bool, suppressed int) {
+	if d.cfg.LogInterval < 0 {
+		return true, 0
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	st, seen := d.logged[key]
+	if !seen {
+		d.logged[key] = &logState{at: now}
+		return true, 0
+	}
+	if now.Sub(st.at) < d.cfg.LogInterval {
+		st.suppressed++
+		return false, 0
+	}
+	suppressed = st.suppressed
+	st.at, st.suppressed = now, 0
+	return true, suppressed
 }
 
 func registerCounter(reg prometheus.Registerer) (*prometheus.CounterVec, error) {
 	c := prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "dtx_messaging_dead_letters_total",
-		Help: "Messages published to a dead-letter topic, by original topic and cause.",
-	}, []string{"topic", "cause"})
+		Name: DeadLettersMetric,
+		Help: "Messages published to a dead-letter topic, by original topic and reason.",
+	}, []string{"topic", "reason"})
 	if err := reg.Register(c); err != nil {
 		if are, ok := errors.AsType[prometheus.AlreadyRegisteredError](err); ok {
 			if existing, ok := are.ExistingCollector.(*prometheus.CounterVec); ok {
@@ -288,11 +349,20 @@ func (d *deadLetter) publish(msg *message.Message, cause error) error {
 	}
 
 	c := causeOf(cause)
-	attrs := []any{"message_id", msg.UUID, "topic", origTopic, "dead_letter_topic", topic, "cause", c, "reason", reason}
-	if pe, ok := errors.AsType[*PanicError](cause); ok {
-		attrs = append(attrs, "stack", string(pe.Stack))
+	if ok, suppressed := d.shouldLog(logKey{origTopic, c}, d.cfg.NowFunc()); ok {
+		attrs := []any{
+			"message_id", msg.UUID, "type", md.Get(messaging.HeaderType),
+			"topic", origTopic, "partition", md.Get(messaging.MetadataKafkaPartition), "offset", md.Get(messaging.MetadataKafkaOffset),
+			"dead_letter_topic", topic, "reason", c, "cause", reason,
+		}
+		if suppressed > 0 {
+			attrs = append(attrs, "suppressed", suppressed)
+		}
+		if pe, ok := errors.AsType[*PanicError](cause); ok {
+			attrs = append(attrs, "stack", string(pe.Stack))
+		}
+		d.cfg.Logger.WarnContext(ctx, DeadLetterLogMsg, attrs...)
 	}
-	d.cfg.Logger.WarnContext(ctx, "middleware: message dead-lettered", attrs...)
 	span.AddEvent("dead_letter", trace.WithAttributes(
 		attribute.String("dtx.dead_letter.topic", topic),
 		attribute.String("dtx.dead_letter.cause", c),

@@ -1,10 +1,14 @@
 package middleware_test
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 	"unicode/utf8"
@@ -229,7 +233,7 @@ func TestDeadLetterMetrics(t *testing.T) {
 	require.NoError(t, err)
 	got := map[string]float64{}
 	for _, f := range families {
-		if f.GetName() != "dtx_messaging_dead_letters_total" {
+		if f.GetName() != middleware.DeadLettersMetric {
 			continue
 		}
 		for _, m := range f.GetMetric() {
@@ -237,7 +241,7 @@ func TestDeadLetterMetrics(t *testing.T) {
 			for _, l := range m.GetLabel() {
 				labels[l.GetName()] = l.GetValue()
 			}
-			got[labels["topic"]+"/"+labels["cause"]] = m.GetCounter().GetValue()
+			got[labels["topic"]+"/"+labels["reason"]] = m.GetCounter().GetValue()
 		}
 	}
 	require.Equal(t, map[string]float64{
@@ -261,4 +265,109 @@ func TestDeadLetterConfigValidation(t *testing.T) {
 	for _, field := range []string{"MaxReasonBytes", "Suffix", "FallbackTopic"} {
 		require.Contains(t, err.Error(), field)
 	}
+}
+
+// logBuffer collects JSON log lines, safe for concurrent use.
+type logBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *logBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+// records returns the logged records whose message is msg.
+func (b *logBuffer) records(t *testing.T, msg string) []map[string]any {
+	t.Helper()
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	var out []map[string]any
+	for line := range strings.SplitSeq(strings.TrimSpace(b.buf.String()), "\n") {
+		if line == "" {
+			continue
+		}
+		var rec map[string]any
+		require.NoError(t, json.Unmarshal([]byte(line), &rec), line)
+		if rec["msg"] == msg {
+			out = append(out, rec)
+		}
+	}
+	return out
+}
+
+func newLogger(b *logBuffer) *slog.Logger { return slog.New(slog.NewJSONHandler(b, nil)) }
+
+// TestDeadLetterLogRateLimit sends bursts of dead letters: each original
+// topic and reason logs at most one warning per LogInterval, and the next
+// one says how many were left out; every dead letter is still published.
+func TestDeadLetterLogRateLimit(t *testing.T) {
+	t.Parallel()
+	var logs logBuffer
+	var mu sync.Mutex
+	now := dlqTime
+	mw, pub := deadLetterSetup(t, middleware.DeadLetterConfig{
+		Logger: newLogger(&logs),
+		NowFunc: func() time.Time {
+			mu.Lock()
+			defer mu.Unlock()
+			return now
+		},
+	})
+	advance := func(d time.Duration) {
+		mu.Lock()
+		defer mu.Unlock()
+		now = now.Add(d)
+	}
+	send := func(topic string, err error, offset int) {
+		t.Helper()
+		msg := consumed(envelopeMessage(t, "sales.order.teleported", []byte(`{}`)), topic, 2, offset)
+		_, herr := mw(failWith(err))(msg)
+		require.NoError(t, herr)
+	}
+	unknown := fmt.Errorf("messaging: type %q version 1: %w", "sales.order.teleported", messaging.ErrUnknownType)
+	violation := &messaging.SchemaError{Type: "sales.order.teleported", Version: 1}
+
+	for i := range 3 {
+		send("orders", unknown, 10+i) // the first logs, two are left out
+	}
+	send("orders", violation, 20)   // another reason: logged
+	send("payments", unknown, 30)   // another topic: logged
+	advance(999 * time.Millisecond) // still within the second
+	send("orders", unknown, 13)
+	advance(time.Millisecond)
+	send("orders", unknown, 14) // logs, and says 3 were left out
+
+	_, msgs := pub.published()
+	require.Len(t, msgs, 7, "every dead letter is published")
+
+	recs := logs.records(t, middleware.DeadLetterLogMsg)
+	require.Len(t, recs, 4)
+	first := recs[0]
+	require.Equal(t, "WARN", first["level"])
+	require.Equal(t, "sales.order.teleported", first["type"])
+	require.Equal(t, "orders", first["topic"])
+	require.Equal(t, "2", first["partition"])
+	require.Equal(t, "10", first["offset"])
+	require.Equal(t, "orders.dlq", first["dead_letter_topic"])
+	require.Equal(t, middleware.CauseUnknownType, first["reason"])
+	require.Equal(t, unknown.Error(), first["cause"])
+	require.NotContains(t, first, "suppressed")
+
+	require.Equal(t, middleware.CauseSchemaViolation, recs[1]["reason"])
+	require.Equal(t, "payments", recs[2]["topic"])
+	last := recs[3]
+	require.Equal(t, "14", last["offset"])
+	require.InDelta(t, 3, last["suppressed"], 0)
+
+	// A negative interval logs every one.
+	var all logBuffer
+	mw, _ = deadLetterSetup(t, middleware.DeadLetterConfig{Logger: newLogger(&all), LogInterval: -1})
+	for i := range 3 {
+		_, err := mw(failWith(unknown))(consumed(message.NewMessage(fmt.Sprint(i), nil), "orders", 0, i))
+		require.NoError(t, err)
+	}
+	require.Len(t, all.records(t, middleware.DeadLetterLogMsg), 3)
 }

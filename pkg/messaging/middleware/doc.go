@@ -22,7 +22,10 @@
 //     G8).
 //   - DeadLetter publishes a message the handler fails on for good to
 //     "<topic>.dlq" with the reason and the original topic, partition,
-//     offset and consumer group in headers, then acks it.
+//     offset and consumer group in headers, then acks it. Given a Logger
+//     and a Registerer, it logs a warning per dead letter (at most one per
+//     topic and reason per second, the next saying how many it left out)
+//     and counts it in dtx_dead_letters_total{topic, reason}.
 //   - Retry runs the handler again, with exponential backoff and jitter,
 //     while it fails with a retryable error, up to MaxAttempts and
 //     MaxElapsed.

@@ -2,9 +2,11 @@ package middleware
 
 import (
 	"errors"
+	"log/slog"
 
 	"github.com/ThreeDotsLabs/watermill/message"
 	wmiddleware "github.com/ThreeDotsLabs/watermill/message/router/middleware"
+	"github.com/prometheus/client_golang/prometheus"
 	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/trace"
 
@@ -31,6 +33,13 @@ type StackConfig struct {
 	Retry RetryConfig
 	// DeadLetter configures DeadLetter; its zero value gives its defaults.
 	DeadLetter DeadLetterConfig
+	// Logger, if set, is the Logger of DeadLetter and Retry where their
+	// configs name none: a warning per dead letter (rate-limited) and per
+	// retry. Defaults to nil: they log nothing unless configured.
+	Logger *slog.Logger
+	// Registerer, if set, is DeadLetter.Registerer where it is nil: the
+	// dead letters are counted (DeadLettersMetric). Defaults to nil.
+	Registerer prometheus.Registerer
 }
 
 // Standard returns dtx's consumer middleware stack, outermost first, for
@@ -62,6 +71,15 @@ func Standard(cfg StackConfig) ([]message.HandlerMiddleware, error) {
 	}
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
+	}
+	if cfg.DeadLetter.Logger == nil {
+		cfg.DeadLetter.Logger = cfg.Logger
+	}
+	if cfg.DeadLetter.Registerer == nil {
+		cfg.DeadLetter.Registerer = cfg.Registerer
+	}
+	if cfg.Retry.Logger == nil {
+		cfg.Retry.Logger = cfg.Logger
 	}
 	dl, err := DeadLetter(cfg.DeadLetterPublisher, cfg.DeadLetter)
 	if err != nil {

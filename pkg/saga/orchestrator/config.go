@@ -16,7 +16,7 @@ import (
 // Defaults and limits of Config.
 const (
 	DefaultSchema         = migrate.DefaultSchema
-	DefaultConsumer       = "dtx-orchestrator"
+	DefaultConsumer       = saga.DefaultOrchestratorGroup
 	DefaultSource         = "/dtx/orchestrator"
 	DefaultMaxBatch       = 256
 	MaxMaxBatch           = 5000
@@ -49,15 +49,18 @@ type Config struct {
 	Schemas *messaging.SchemaRegistry
 
 	// Consumer is the orchestrator's name in the inbox. Replicas share it.
-	// Defaults to "dtx-orchestrator".
+	// Defaults to "dtx-orchestrator"; saga.Names(prefix).OrchestratorGroup
+	// is a deployment's.
 	Consumer string
 
 	// ReplyTopic is the topic participants reply to (sent in every command as
-	// header ce_sagareplyto). Defaults to saga.DefaultReplyTopic.
+	// header ce_sagareplyto, which participants reply to). Defaults to
+	// saga.DefaultReplyTopic; saga.Names(prefix).Replies is a deployment's.
 	ReplyTopic string
 
 	// EventTopic is the topic of saga lifecycle events. Defaults to
-	// saga.DefaultEventTopic. Set DisableEvents to write none.
+	// saga.DefaultEventTopic; saga.Names(prefix).Events is a deployment's.
+	// Set DisableEvents to write none.
 	EventTopic string
 
 	// DisableEvents turns the lifecycle events off. Defaults to false.
