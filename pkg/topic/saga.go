@@ -21,11 +21,12 @@ type SagaParams struct {
 }
 
 func (p *SagaParams) setDefaults() {
+	names := saga.Names(p.Prefix)
 	if p.ReplyTopic == "" {
-		p.ReplyTopic = p.Prefix + saga.DefaultReplyTopic
+		p.ReplyTopic = names.Replies
 	}
 	if p.EventTopic == "" {
-		p.EventTopic = p.Prefix + saga.DefaultEventTopic
+		p.EventTopic = names.Events
 	}
 }
 
