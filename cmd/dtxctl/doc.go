@@ -5,6 +5,7 @@
 //	dtxctl migrate up     [--database-url URL] [--schema NAME]
 //	dtxctl migrate down   [--steps N | --all] [--database-url URL] [--schema NAME]
 //	dtxctl migrate status [--database-url URL] [--schema NAME]
+//	dtxctl saga start     SAGA_NAME (--data JSON | --data-file F) --definitions DIR [--schemas DIR ...] [--version N] [--trigger-type T] [--message-id ID] [--json]
 //	dtxctl saga list      [--status S] [--definition NAME] [--limit N] [--json]
 //	dtxctl saga show      <saga-id> [--definitions DIR] [--json]
 //	dtxctl saga retry     <saga-id> --definitions DIR [--reason TEXT]
@@ -16,6 +17,17 @@
 // all of them (dropping dtx's tables and their data; the schema and its version
 // table stay); `migrate status` shows the version and each migration's state
 // without changing anything.
+//
+// `saga start` starts a saga the way a service does: it builds the trigger
+// event of the saga's definition (the topic and type of its triggers; the
+// saga id is what the trigger's saga_id path gives on the payload, else the
+// message id), validates the payload against dtx's schemas and those of
+// --schemas (repeatable; DTX_SCHEMAS, comma-separated), publishes it to
+// Kafka (--kafka-brokers, DTX_KAFKA_BROKERS) with an idempotent producer,
+// and prints the topic, the message id and the saga id. It publishes nothing
+// when the definition, the payload or the topic is wrong. The orchestrator
+// running the same definitions starts the saga; a saga id that exists
+// already starts nothing.
 //
 // `saga list` and `saga show` read the saga tables; `show` prints the saga's
 // status, what it waits for now, its data and its timeline (each step's

@@ -15,8 +15,8 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
-	"github.com/vextrus/dtx/internal/migrate"
 	"github.com/vextrus/dtx/internal/service"
+	"github.com/vextrus/dtx/pkg/migrate"
 )
 
 // Exit statuses.
@@ -72,6 +72,7 @@ func commands() *command {
 				},
 			},
 			sagaCommands(),
+			topicsCommands(),
 		},
 	}
 }
@@ -106,6 +107,7 @@ func run(ctx context.Context, args []string, env lookupEnvFunc, stdout, stderr i
 	}
 
 	err := cmd.run(ctx, &cmdIO{stdout: stdout, stderr: stderr, env: env, path: path}, rest)
+	var exited exitError
 	switch {
 	case err == nil:
 		return exitOK
@@ -113,6 +115,8 @@ func run(ctx context.Context, args []string, env lookupEnvFunc, stdout, stderr i
 		return exitOK
 	case errors.Is(err, errUsage):
 		return exitUsage
+	case errors.As(err, &exited):
+		return exited.code
 	default:
 		fmt.Fprintf(stderr, "%s: %v\n", path, err)
 		return exitFailure

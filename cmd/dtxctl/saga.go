@@ -1,27 +1,38 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
+	"flag"
 	"fmt"
 	"io"
+	"os"
+	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/vextrus/dtx/internal/service"
+	"github.com/vextrus/dtx/pkg/messaging"
+	"github.com/vextrus/dtx/pkg/messaging/kafka"
 	"github.com/vextrus/dtx/pkg/saga"
 	"github.com/vextrus/dtx/pkg/saga/orchestrator"
+	"github.com/vextrus/dtx/pkg/topic"
+	"github.com/vextrus/dtx/schemas"
 )
 
 func sagaCommands() *command {
 	return &command{
 		name:    "saga",
-		summary: "List and inspect sagas, and retry, abort or compensate one.",
+		summary: "Start, list and inspect sagas, and retry, abort or compensate one.",
 		sub: []*command{
+			{name: "start", summary: "Start a saga: publish its definition's trigger event to Kafka.", run: runSagaStart},
 			{name: "list", summary: "List sagas, most recently updated first (--status, --definition, --limit).", run: runSagaList},
 			{name: "show", summary: "Show one saga: its state, what it waits for, and its timeline.", run: runSagaShow},
 			{name: "retry", summary: "Re-send a saga's current command now, or resume the compensation of a parked saga.", run: operation(orchestrator.OpRetry)},
@@ -234,4 +245,303 @@ func dash(s string) string {
 		return "-"
 	}
 	return s
+}
+
+// runSagaStart publishes the trigger event of a saga definition to Kafka, so
+// that the orchestrator running those definitions starts a saga.
+func runSagaStart(ctx context.Context, cio *cmdIO, args []string) error {
+	var (
+		definitions string
+		schemaDirs  stringList
+		brokers     string
+		data        string
+		dataFile    string
+		version     int
+		triggerType string
+		messageID   string
+		source      string
+		timeout     time.Duration
+		asJSON      bool
+	)
+	f := newFlags(cio, "Start a saga: build the trigger event of the saga's definition (its topic and type\n"+
+		"from the definition's triggers), validate its payload against the JSON Schemas,\n"+
+		"publish it to Kafka with an idempotent producer, and print its topic, message id\n"+
+		"and the id the saga will have. The orchestrator running the same definitions\n"+
+		"starts the saga; a saga id that exists already starts nothing.", "SAGA_NAME (--data JSON | --data-file FILE) [flags]")
+	f.fs.StringVar(&definitions, "definitions", "", "`DIR` of saga definitions (required): the orchestrator's")
+	f.env("definitions", "DTX_DEFINITIONS", false)
+	f.fs.Var(&schemaDirs, "schemas", "`DIR` of JSON Schemas (<type>.v<version>.json) besides dtx's own; repeatable, or comma-separated")
+	f.env("schemas", "DTX_SCHEMAS", false)
+	f.fs.StringVar(&brokers, "kafka-brokers", "127.0.0.1:9092", "Kafka seed `BROKERS`, comma-separated host:port")
+	f.env("kafka-brokers", "DTX_KAFKA_BROKERS", false)
+	f.fs.StringVar(&data, "data", "", "the trigger's payload, a `JSON` object")
+	f.fs.StringVar(&dataFile, "data-file", "", "`FILE` holding the trigger's payload, a JSON object")
+	f.fs.IntVar(&version, "version", 0, "the definition version `N` expected to start; 0 means the latest (the orchestrator always starts the latest)")
+	f.fs.StringVar(&triggerType, "trigger-type", "", "the trigger `TYPE` to publish, when the definition has several")
+	f.fs.StringVar(&messageID, "message-id", "", "the message `ID` (ce_id); default a new UUID. Publishing the same id and payload again starts nothing new")
+	f.fs.StringVar(&source, "source", "/dtxctl", "the message's CloudEvents source (ce_source), a `URI` reference")
+	f.fs.DurationVar(&timeout, "timeout", 30*time.Second, "how long to wait for the broker's acknowledgement (`DURATION`)")
+	f.fs.BoolVar(&asJSON, "json", false, "print JSON instead of text")
+	flagArgs, positional := splitPositional(f.fs, args)
+	if err := f.parse(cio, flagArgs); err != nil {
+		return err
+	}
+	if len(positional) != 1 {
+		fmt.Fprintf(cio.stderr, "%s: want exactly one SAGA_NAME, got %d arguments: %s SAGA_NAME --data JSON [flags]\n", cio.path, len(positional), cio.path)
+		return errUsage
+	}
+	name := positional[0]
+	var problems []string
+	if definitions == "" {
+		problems = append(problems, "--definitions (DTX_DEFINITIONS) is required")
+	}
+	if (data == "") == (dataFile == "") {
+		problems = append(problems, "give the payload with exactly one of --data and --data-file")
+	}
+	if version < 0 {
+		problems = append(problems, fmt.Sprintf("--version %d is negative", version))
+	}
+	if timeout <= 0 {
+		problems = append(problems, fmt.Sprintf("--timeout %s is not positive", timeout))
+	}
+	seeds := splitComma(brokers)
+	if len(seeds) == 0 {
+		problems = append(problems, "--kafka-brokers (DTX_KAFKA_BROKERS) names no broker")
+	}
+	if len(problems) > 0 {
+		for _, p := range problems {
+			fmt.Fprintf(cio.stderr, "%s: %s\n", cio.path, p)
+		}
+		return errUsage
+	}
+
+	reg, err := loadDefinitions(definitions)
+	if err != nil {
+		return err
+	}
+	ref, err := startTrigger(reg, name, version, triggerType)
+	if err != nil {
+		return err
+	}
+	payload := []byte(data)
+	if dataFile != "" {
+		if payload, err = os.ReadFile(dataFile); err != nil {
+			return fmt.Errorf("--data-file: %w", err)
+		}
+	}
+	schemaReg, err := startSchemas(schemaDirs)
+	if err != nil {
+		return err
+	}
+	trig, err := buildTrigger(ref, payload, messageID, source)
+	if err != nil {
+		return err
+	}
+	if err := schemaReg.ValidateEnvelope(trig.env); err != nil {
+		return fmt.Errorf("the trigger %s does not follow its schema: %w", trig.env.Type, err)
+	}
+	if err := publishTrigger(ctx, seeds, timeout, ref.Trigger.Topic, trig.env); err != nil {
+		return err
+	}
+	out := startResult{
+		Saga: ref.Definition.Ref(), Topic: ref.Trigger.Topic, Type: trig.env.Type,
+		MessageID: trig.env.ID, SagaID: trig.sagaID,
+	}
+	if asJSON {
+		return printJSON(cio.stdout, out)
+	}
+	fmt.Fprintf(cio.stdout, "saga       %s\ntopic      %s\ntype       %s\nmessage id %s\nsaga id    %s\n",
+		out.Saga, out.Topic, out.Type, out.MessageID, out.SagaID)
+	return nil
+}
+
+// startResult is what `saga start` prints.
+type startResult struct {
+	Saga      string `json:"saga"`
+	Topic     string `json:"topic"`
+	Type      string `json:"type"`
+	MessageID string `json:"message_id"`
+	SagaID    string `json:"saga_id"`
+}
+
+// startTrigger picks the trigger of definition name that `saga start`
+// publishes: the latest version's (which must be version, when not 0), of
+// type triggerType when given, else its only one. It refuses a trigger that
+// another definition's trigger of the same topic and type shadows: the
+// orchestrator would start that other saga.
+func startTrigger(reg *saga.Registry, name string, version int, triggerType string) (saga.TriggerRef, error) {
+	def, ok := reg.Latest(name)
+	if !ok {
+		var names []string
+		for _, d := range reg.Definitions() {
+			if !slices.Contains(names, d.Name) {
+				names = append(names, d.Name)
+			}
+		}
+		return saga.TriggerRef{}, fmt.Errorf("no saga definition %q in --definitions (DTX_DEFINITIONS); it holds: %s", name, strings.Join(names, ", "))
+	}
+	if version != 0 && version != def.Version {
+		return saga.TriggerRef{}, fmt.Errorf("--version %d: the latest version of %s is %d, and the orchestrator starts only the latest", version, name, def.Version)
+	}
+	var pick []saga.Trigger
+	var types []string
+	for _, t := range def.Triggers {
+		types = append(types, t.Type)
+		if triggerType == "" || t.Type == triggerType {
+			pick = append(pick, t)
+		}
+	}
+	switch {
+	case len(def.Triggers) == 0:
+		return saga.TriggerRef{}, fmt.Errorf("saga %s has no triggers: nothing published starts it", def.Ref())
+	case len(pick) == 0:
+		return saga.TriggerRef{}, fmt.Errorf("--trigger-type %q: saga %s has no such trigger; its triggers: %s", triggerType, def.Ref(), strings.Join(types, ", "))
+	case len(pick) > 1:
+		return saga.TriggerRef{}, fmt.Errorf("saga %s has %d triggers (%s): choose one with --trigger-type", def.Ref(), len(pick), strings.Join(types, ", "))
+	}
+	t := pick[0]
+	for _, other := range reg.Triggers() {
+		if other.Trigger.Topic == t.Topic && other.Trigger.Type == t.Type {
+			if other.Definition != def {
+				return saga.TriggerRef{}, fmt.Errorf("trigger %s on %s of saga %s would start saga %s, whose trigger of the same topic and type comes first",
+					t.Type, t.Topic, def.Ref(), other.Definition.Ref())
+			}
+			break
+		}
+	}
+	return saga.TriggerRef{Definition: def, Trigger: t}, nil
+}
+
+// trigger is a built trigger message and the id of the saga it starts.
+type trigger struct {
+	env    messaging.Envelope
+	sagaID string
+}
+
+// buildTrigger builds the trigger message of ref with payload, keyed by the
+// saga id it yields, as the orchestrator computes it.
+func buildTrigger(ref saga.TriggerRef, payload []byte, messageID, source string) (trigger, error) {
+	dec := json.NewDecoder(bytes.NewReader(payload))
+	dec.UseNumber()
+	var obj map[string]any
+	if err := dec.Decode(&obj); err != nil || obj == nil || dec.More() {
+		return trigger{}, fmt.Errorf("the payload (--data or --data-file) is not one JSON object")
+	}
+	env, err := messaging.NewEnvelope(ref.Trigger.Type, source, json.RawMessage(payload))
+	if err != nil {
+		return trigger{}, fmt.Errorf("--source: %w", err)
+	}
+	if messageID != "" {
+		env.ID = messageID
+	}
+	id, err := ref.Trigger.SagaIDFrom(obj, env.ID)
+	if err != nil {
+		return trigger{}, fmt.Errorf("the saga id of %s (saga_id %q of its trigger) from the payload: %w", ref.Definition.Ref(), ref.Trigger.SagaID, err)
+	}
+	if len(id) > 255 {
+		return trigger{}, fmt.Errorf("the saga id from the payload is %d bytes long: at most 255", len(id))
+	}
+	env.PartitionKey = id
+	env.Subject = id
+	if err := env.Validate(); err != nil {
+		return trigger{}, fmt.Errorf("--message-id or --source: %w", err)
+	}
+	return trigger{env: env, sagaID: id}, nil
+}
+
+// publishTrigger publishes env to topic with the idempotent acks=all
+// producer, once the topic is known to exist.
+func publishTrigger(ctx context.Context, brokers []string, timeout time.Duration, topicName string, env messaging.Envelope) error {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...))
+	if err != nil {
+		return fmt.Errorf("--kafka-brokers (DTX_KAFKA_BROKERS): %w", err)
+	}
+	err = topic.Require(ctx, kadm.NewClient(cl), []string{topicName})
+	cl.Close()
+	if err != nil {
+		return fmt.Errorf("check topic %s at %s: %w", topicName, strings.Join(brokers, ","), err)
+	}
+	pub, err := kafka.NewPublisher(kafka.PublisherConfig{
+		ClientConfig:    kafka.ClientConfig{Brokers: brokers, ClientID: "dtxctl"},
+		DeliveryTimeout: timeout,
+	})
+	if err != nil {
+		return fmt.Errorf("--kafka-brokers (DTX_KAFKA_BROKERS): %w", err)
+	}
+	defer func() { _ = pub.Close() }()
+	msg, err := env.ToMessage()
+	if err != nil {
+		return err
+	}
+	msg.SetContext(ctx)
+	if err := pub.Publish(topicName, msg); err != nil {
+		return fmt.Errorf("publish to %s at %s: %w", topicName, strings.Join(brokers, ","), err)
+	}
+	return nil
+}
+
+// splitPositional separates the flags of args (each with its value) from
+// the arguments that are not flags, so that an argument may come between
+// flags. Everything after "--" is positional.
+func splitPositional(fs *flag.FlagSet, args []string) (flags, positional []string) {
+	for i := 0; i < len(args); i++ {
+		a := args[i]
+		if a == "--" {
+			return flags, append(positional, args[i+1:]...)
+		}
+		if len(a) < 2 || a[0] != '-' {
+			positional = append(positional, a)
+			continue
+		}
+		flags = append(flags, a)
+		name := strings.TrimLeft(a, "-")
+		if strings.Contains(name, "=") {
+			continue
+		}
+		fl := fs.Lookup(name)
+		if fl == nil {
+			continue
+		}
+		if b, ok := fl.Value.(interface{ IsBoolFlag() bool }); ok && b.IsBoolFlag() {
+			continue
+		}
+		if i+1 < len(args) {
+			i++
+			flags = append(flags, args[i])
+		}
+	}
+	return flags, positional
+}
+
+// stringList is a repeatable flag whose values may also be comma-separated.
+type stringList []string
+
+func (l *stringList) String() string { return strings.Join(*l, ",") }
+
+func (l *stringList) Set(v string) error {
+	*l = append(*l, splitComma(v)...)
+	return nil
+}
+
+func splitComma(s string) []string {
+	var out []string
+	for p := range strings.SplitSeq(s, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// startSchemas returns dtx's own schemas merged with those of dirs.
+func startSchemas(dirs []string) (*messaging.SchemaRegistry, error) {
+	reg, err := messaging.NewSchemaRegistry(messaging.SchemaRegistryConfig{
+		Sources: append([]messaging.SchemaSource{schemas.Source()}, messaging.SchemaDirs(dirs...)...),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("--schemas (DTX_SCHEMAS): %w", err)
+	}
+	return reg, nil
 }

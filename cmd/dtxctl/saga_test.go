@@ -2,11 +2,21 @@ package main
 
 import (
 	"context"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/vextrus/dtx/internal/testkit/kafkatest"
 	"github.com/vextrus/dtx/internal/testkit/pgtest"
+	"github.com/vextrus/dtx/pkg/messaging"
+	"github.com/vextrus/dtx/pkg/messaging/kafka"
 	"github.com/vextrus/dtx/pkg/saga"
 	"github.com/vextrus/dtx/pkg/saga/orchestrator"
 )
@@ -65,4 +75,130 @@ func TestSagaListShowAndOperate(t *testing.T) {
 	require.Contains(t, r.stderr, "--definitions (DTX_DEFINITIONS) is required")
 	r = dtxctl(t, env, "saga", "list", "--status", "sideways")
 	require.Equal(t, exitUsage, r.code)
+}
+
+const (
+	billingSagas     = "../../examples/billing/sagas"
+	billingContracts = "../../examples/billing/contracts"
+)
+
+// billingDefinitions copies the billing example's saga definition into a
+// directory of the test with its trigger on triggerTopic.
+func billingDefinitions(t *testing.T, triggerTopic string) string {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(billingSagas, "billing-invoice.yaml"))
+	require.NoError(t, err)
+	text := strings.ReplaceAll(string(b), "topic: billing.events", "topic: "+triggerTopic)
+	require.NotEqual(t, string(b), text)
+	dir := t.TempDir()
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "billing-invoice.yaml"), []byte(text), 0o600))
+	return dir
+}
+
+func TestSagaStartPublishesTheTrigger(t *testing.T) {
+	t.Parallel()
+	triggerTopic := kafkatest.NewTopic(t, 3)
+	defs := billingDefinitions(t, triggerTopic)
+	env := map[string]string{
+		"DTX_KAFKA_BROKERS": strings.Join(kafkatest.Brokers(), ","),
+		"DTX_DEFINITIONS":   defs,
+		"DTX_SCHEMAS":       billingContracts,
+	}
+	data := `{"invoice_id":"inv-42","customer_id":"c-1","amount_cents":1200,"currency":"EUR"}`
+	dataFile := filepath.Join(t.TempDir(), "trigger.json")
+	require.NoError(t, os.WriteFile(dataFile, []byte(data), 0o600))
+
+	// The name may come before, between or after the flags.
+	r := dtxctl(t, env, "saga", "start", "--data", data, "billing-invoice", "--json")
+	require.Equal(t, exitOK, r.code, r.stderr)
+	var printed startResult
+	require.NoError(t, json.Unmarshal([]byte(r.stdout), &printed), r.stdout)
+	require.Equal(t, startResult{Saga: "billing-invoice@1", Topic: triggerTopic, Type: "billing.invoice.requested",
+		MessageID: printed.MessageID, SagaID: "inv-42"}, printed)
+	r = dtxctl(t, env, "saga", "start", "billing-invoice", "--data-file", dataFile, "--message-id", "m-2", "--version", "1",
+		"--trigger-type", "billing.invoice.requested")
+	require.Equal(t, exitOK, r.code, r.stderr)
+	require.Contains(t, r.stdout, "topic      "+triggerTopic+"\n")
+	require.Contains(t, r.stdout, "message id m-2\n")
+	require.Contains(t, r.stdout, "saga id    inv-42\n")
+
+	// What the orchestrator reads: a dtx envelope of the trigger's type,
+	// keyed by the saga id, with the payload as given.
+	cl := kafkatest.NewClient(t, kgo.ConsumeTopics(triggerTopic))
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	var envs []messaging.Envelope
+	for len(envs) < 2 {
+		fetches := cl.PollFetches(ctx)
+		require.NoError(t, ctx.Err(), "read %d of 2 records", len(envs))
+		for _, rec := range fetches.Records() {
+			e, err := kafka.DecodeRecord(rec)
+			require.NoError(t, err)
+			require.Equal(t, "inv-42", string(rec.Key))
+			envs = append(envs, e)
+		}
+	}
+	ids := []string{envs[0].ID, envs[1].ID}
+	require.ElementsMatch(t, []string{printed.MessageID, "m-2"}, ids)
+	for _, e := range envs {
+		require.Equal(t, "billing.invoice.requested", e.Type)
+		require.Equal(t, "/dtxctl", e.Source)
+		require.Equal(t, 1, e.SchemaVersion)
+		require.JSONEq(t, data, string(e.Data))
+	}
+}
+
+func TestSagaStartRefuses(t *testing.T) {
+	t.Parallel()
+	triggerTopic := kafkatest.NewTopic(t, 1)
+	defs := billingDefinitions(t, triggerTopic)
+	missingDefs := billingDefinitions(t, kafkatest.TopicName(t))
+	env := map[string]string{
+		"DTX_KAFKA_BROKERS": strings.Join(kafkatest.Brokers(), ","),
+		"DTX_DEFINITIONS":   defs,
+		"DTX_SCHEMAS":       billingContracts,
+	}
+	good := `{"invoice_id":"inv-1","customer_id":"c-1","amount_cents":1200,"currency":"EUR"}`
+	withoutSchemas := map[string]string{"DTX_KAFKA_BROKERS": env["DTX_KAFKA_BROKERS"], "DTX_DEFINITIONS": defs}
+	for _, tc := range []struct {
+		name string
+		env  map[string]string // nil: env
+		args []string
+		code int
+		says string
+	}{
+		{"no name", nil, []string{"--data", good}, exitUsage, "want exactly one SAGA_NAME"},
+		{"no payload", nil, []string{"billing-invoice"}, exitUsage, "exactly one of --data and --data-file"},
+		{"two payloads", nil, []string{"billing-invoice", "--data", good, "--data-file", "x.json"}, exitUsage, "exactly one of --data and --data-file"},
+		{"unknown saga", nil, []string{"payroll", "--data", good}, exitFailure, `no saga definition "payroll"`},
+		{"other version", nil, []string{"billing-invoice", "--data", good, "--version", "2"}, exitFailure, "the latest version of billing-invoice is 1"},
+		{"unknown trigger", nil, []string{"billing-invoice", "--data", good, "--trigger-type", "x.y"}, exitFailure, `--trigger-type "x.y"`},
+		{"not an object", nil, []string{"billing-invoice", "--data", `[1]`}, exitFailure, "not one JSON object"},
+		{"no saga id", nil, []string{"billing-invoice", "--data", `{"customer_id":"c-1"}`}, exitFailure, "the saga id of billing-invoice@1"},
+		{"schema", nil, []string{"billing-invoice", "--data", `{"invoice_id":"inv-1","customer_id":"c-1","amount_cents":-5,"currency":"EUR"}`},
+			exitFailure, "does not follow its schema"},
+		{"own types unknown without --schemas", withoutSchemas, []string{"billing-invoice", "--data", good}, exitFailure, "billing.invoice.requested"},
+		{"missing topic", nil, []string{"billing-invoice", "--data", good, "--definitions", missingDefs}, exitFailure, "run dtxctl topics apply"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := env
+			if tc.env != nil {
+				e = tc.env
+			}
+			r := dtxctl(t, e, append([]string{"saga", "start"}, tc.args...)...)
+			require.Equal(t, tc.code, r.code, "stdout: %s\nstderr: %s", r.stdout, r.stderr)
+			require.Contains(t, r.stderr, tc.says)
+			require.Empty(t, r.stdout)
+		})
+	}
+
+	// Nothing refused was published.
+	adm := kadm.NewClient(kafkatest.NewClient(t))
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	offsets, err := adm.ListEndOffsets(ctx, triggerTopic)
+	require.NoError(t, err)
+	end, ok := offsets.Lookup(triggerTopic, 0)
+	require.True(t, ok)
+	require.Zero(t, end.Offset, "a refused start published a record")
 }
