@@ -6,13 +6,13 @@
 //
 // # Guarantees
 //
-//   - No loss (DESIGN.md G2). The checkpoint, in txlog_checkpoints, moves
+//   - No loss (G2, docs/guarantees.md). The checkpoint, in txlog_checkpoints, moves
 //     past a row only after the broker acknowledged its record, or after
 //     the row was moved to outbox_rejected. A crash, a PostgreSQL restart or
 //     a broker outage costs duplicates, never rows: delivery is
 //     at-least-once. Rows of a transaction that commits late are published
-//     once it commits (G5): nothing read by (tx_id, position) is skipped.
-//   - Order per key (G4). Rows are read in (tx_id, position) order and
+//     once it commits (G5, docs/guarantees.md): nothing read by (tx_id, position) is skipped.
+//   - Order per key (G4, docs/guarantees.md). Rows are read in (tx_id, position) order and
 //     produced in that order; a record's partition is the murmur2 hash of
 //     its key (franz-go's default partitioner, as dtx's Kafka Pub/Sub and
 //     the Java client use), and the idempotent producer keeps each
@@ -50,7 +50,7 @@
 // standby took over and published the same rows: those records are
 // duplicates, and for a moment interleave with the new holder's, but its
 // checkpoint is fenced and it produces no further batch, because it checks
-// the lease first. Consumers dedup by ce_id (dtx's inbox does, G3).
+// the lease first. Consumers dedup by ce_id (dtx's inbox does: G3, docs/guarantees.md).
 //
 // # Wake-ups
 //

@@ -37,7 +37,7 @@
 //
 // # Guarantees
 //
-//   - Gap safety (DESIGN.md G5). Reader.ReadBatch returns rows after a
+//   - Gap safety (G5, docs/guarantees.md). Reader.ReadBatch returns rows after a
 //     Position in (tx_id, position) order, and only rows whose tx_id is below
 //     the horizon: the xmin of the reading statement's snapshot, the id of the
 //     oldest transaction still running. Every transaction below it has ended,
@@ -72,7 +72,7 @@
 // pg_advisory_xact_lock): the second one cannot take its id before the first
 // has one, nor commit before the first. Transactions that do not, and overlap,
 // may come out in the reverse of their commit order. So writers that need
-// per-key order (DESIGN.md G4) take the key's lock before their first write
+// per-key order (G4, docs/guarantees.md) take the key's lock before their first write
 // in the transaction, not after.
 //
 // # Reading a log

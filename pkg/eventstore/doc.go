@@ -18,12 +18,12 @@
 //     told, never silently lost.
 //   - Atomic appends. The events of one append are stored all or none, at
 //     consecutive versions after the current one, in their order.
-//   - Atomic intent (DESIGN.md G1). The PostgreSQL store writes each event
+//   - Atomic intent (G1, docs/guarantees.md). The PostgreSQL store writes each event
 //     to the outbox in the same transaction, as a CloudEvents envelope
 //     keyed by the stream id, so every stored event reaches Kafka and no
 //     published event is missing from the store. Appends can run in the
 //     caller's transaction, with its other changes.
-//   - Gap-safe global order (DESIGN.md G5). ReadAll returns every committed
+//   - Gap-safe global order (G5, docs/guarantees.md). ReadAll returns every committed
 //     event once, after the Position given, in commit order per stream; an
 //     event whose transaction commits late is read when it commits, never
 //     skipped, and the events of younger transactions wait behind it.
@@ -45,7 +45,7 @@
 // appending transactions in the order they got their ids, each one's events
 // in append order. Appends to one stream are serialised by a lock taken
 // before they write, so a stream's events come out of ReadAll, and out of
-// Kafka, in version order (DESIGN.md G4). Nothing is promised across
+// Kafka, in version order (G4, docs/guarantees.md). Nothing is promised across
 // streams beyond what commit order gives.
 //
 // # How it fails

@@ -102,7 +102,7 @@ func (e *VersionConflictError) Error() string {
 func (e *VersionConflictError) Unwrap() error { return ErrConcurrencyConflict }
 
 // Metadata travels with an event: into the store and, as CloudEvents
-// extensions, into the Kafka record the outbox publishes (DESIGN.md G8).
+// extensions, into the Kafka record the outbox publishes (G8, docs/guarantees.md).
 // Every field is optional.
 type Metadata struct {
 	// CorrelationID ties the event to its business transaction.

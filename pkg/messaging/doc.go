@@ -4,7 +4,7 @@
 // the durable inbox that deduplicates redelivered messages, correlation and
 // causation ids, trace propagation and the HTTP Idempotency-Key middleware.
 //
-// The contract it will keep (DESIGN.md §1, §5): records follow the
+// The contract it will keep (docs/guarantees.md; docs/architecture.md#messages): records follow the
 // CloudEvents 1.0 Kafka binding in binary mode with the partition key as the
 // record key; delivery is at-least-once and effects happen once through the
 // inbox, committed in the handler's own transaction; a record that cannot be

@@ -28,13 +28,13 @@
 //
 // # Guarantees
 //
-//   - Effects once (DESIGN.md G3). Run reads the log through the event
+//   - Effects once (G3, docs/guarantees.md). Run reads the log through the event
 //     store's Subscribe under the projection's name: each batch of events
 //     is applied in one transaction that also moves the projection's
 //     checkpoint, so the read model and the checkpoint commit together.
 //     After a crash or a restart the projection resumes after the last
 //     committed batch and applies nothing twice.
-//   - Gap safety (DESIGN.md G5). Events are read in the store's gap-safe
+//   - Gap safety (G5, docs/guarantees.md). Events are read in the store's gap-safe
 //     global order: an event whose transaction commits late is applied
 //     when it commits, never skipped.
 //   - Several replicas are safe. Replicas running the same projection share
@@ -119,7 +119,7 @@
 //     (middleware.Retry); one that fails for good (not an event-store event,
 //     an invalid envelope, a schema violation, a permanent error of Apply, a
 //     panic) is dead-lettered to "<topic>.dlq" and its partition moves on
-//     (DESIGN.md G7). An event that was dead-lettered, or never published, is
+//     (G7, docs/guarantees.md). An event that was dead-lettered, or never published, is
 //     applied from the store before the next event of its stream; the last
 //     events of a stream that gets no further event stay missing from
 //     Kafka-fed read models until CatchUp or Run from the log (which skip

@@ -15,7 +15,7 @@
 // The package imports no database or Kafka driver.
 //
 // Given a runtime that feeds every due WakeAt as a Tick, every saga ends
-// (DESIGN.md §1 G6): Completed, Compensated, or Failed. Action attempts
+// (G6, docs/guarantees.md): Completed, Compensated, or Failed. Action attempts
 // and compensation attempts are bounded by their retry policies, and
 // timeouts need no reply, so ticks alone drive any saga to a terminal
 // status. Failed is "parked": no timer wakes it, but when compensations are
@@ -48,7 +48,7 @@
 // the runtime logs it. Duplicate deliveries are therefore harmless.
 //
 // Commands carry the saga id as Kafka key unless the step maps another key,
-// so all of a saga's commands keep their order per key (G4).
+// so all of a saga's commands keep their order per key (G4, docs/guarantees.md).
 //
 // # How it fails
 //

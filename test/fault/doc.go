@@ -3,7 +3,7 @@
 // (kill -9 mid-batch, a late-committing transaction, a leader paused past
 // its lease, a broker outage, a PostgreSQL restart, a record the broker
 // refuses) while a writer commits small transactions, some rolled back, and
-// then check the contract of DESIGN.md G2, G4 and G5 with one verifier.
+// then check the guarantees G2, G4 and G5 of docs/guarantees.md with one verifier.
 //
 // # What the verifier guarantees
 //

@@ -68,7 +68,7 @@ func TestLateCommit(t *testing.T) {
 	lc := &lateCommit{db: db, topic: topic, j: newJournal("late")}
 	lc.run(t, func() {
 		// The rows before the open transaction are published; the ones
-		// committed after it began are held back (G5: gap safety first).
+		// committed after it began are held back (G5 in docs/guarantees.md: gap safety first).
 		rep := verify(t, brokers, topic, expect(lc.j.snapshot(), db.committedIDs(t)), 3*time.Second)
 		require.Empty(t, rep.Phantoms)
 		require.Equal(t, ids(lc.during), rep.Missing, "the rows committed while an older transaction is open are held back")
@@ -101,7 +101,7 @@ func TestLateCommitCatchesPositionOnlyRelay(t *testing.T) {
 	require.Empty(t, rep.Phantoms)
 }
 
-// positionOnlyRelay is the mistake DESIGN.md §3 warns about: it reads the
+// positionOnlyRelay is the mistake docs/architecture.md#the-log warns about: it reads the
 // outbox by position > last, so a row whose transaction commits after a
 // later-positioned row was read is never read.
 type positionOnlyRelay struct {

@@ -17,7 +17,7 @@
 //     number of events: the stream's lock; one statement that reads the
 //     stream's version, checks the expectation and inserts every event
 //     (arrays, unnest); and one outbox write of every event. Events and
-//     outbox rows commit together or not at all (DESIGN.md G1).
+//     outbox rows commit together or not at all (G1, docs/guarantees.md).
 //   - Each event becomes one outbox row on the topic Config.TopicFunc names
 //     for the stream type ("<stream type>.events" by default), keyed by the
 //     stream id, whose headers and payload are a valid dtx envelope: ce_id
@@ -30,7 +30,7 @@
 //     stream id) (outbox.Outbox.Lock). Appends to one stream are serialised
 //     and take their transaction ids in commit order when the lock is their
 //     transaction's first statement: their events are read by ReadAll and
-//     published in version order (DESIGN.md G4). The version check runs
+//     published in version order (G4, docs/guarantees.md). The version check runs
 //     after the lock is granted, so at READ COMMITTED it sees every earlier
 //     append; at higher isolation levels an outdated snapshot is caught by
 //     the unique (stream_id, version) and reported as a conflict with an
@@ -76,8 +76,8 @@
 // Subscribe hands every event to a HandlerFunc once, in ReadAll's gap-safe
 // order, from a named reader's checkpoint (txlog_checkpoints, log
 // "events"). Each batch runs in one transaction that holds the handler's
-// effects and the moved checkpoint, so they commit together (DESIGN.md
-// G3): a restart resumes after the last committed batch and applies
+// effects and the moved checkpoint, so they commit together
+// (G3, docs/guarantees.md): a restart resumes after the last committed batch and applies
 // nothing twice. A failed batch rolls back whole and is retried with
 // backoff, or ends Subscribe if SubscribeParams.ErrorFunc says so; an
 // event that always fails holds the subscription there. Subscribe waits

@@ -12,7 +12,7 @@ import (
 	"github.com/vextrus/dtx/pkg/eventstore/postgres"
 )
 
-// readByPositionOnly is the reader DESIGN.md §3 forbids: it takes events
+// readByPositionOnly is the reader docs/architecture.md#the-log forbids: it takes events
 // whose position is above the last one it read. It exists to show what
 // ReadAll protects against.
 func readByPositionOnly(ctx context.Context, t *testing.T, f *fixture, after int64) (ids []string, last int64) {
@@ -104,5 +104,5 @@ func TestReadAllDoesNotSkipLateCommit(t *testing.T) {
 	require.Empty(t, readAllIDs(t, f.store, &after), "nothing twice")
 
 	naive, _ = readByPositionOnly(ctx, t, f, naiveAfter)
-	require.NotContains(t, naive, "e-slow", "the position reader skipped the late commit (DESIGN.md G5)")
+	require.NotContains(t, naive, "e-slow", "the position reader skipped the late commit (G5, docs/guarantees.md)")
 }

@@ -232,14 +232,14 @@ func (s *Store) Append(ctx context.Context, p eventstore.AppendParams) (eventsto
 // AppendTx appends p's events to their stream in tx, with one outbox row
 // per event (topic Config.TopicFunc(p.StreamType), key = the stream id), so
 // that they commit with the caller's other changes or not at all
-// (DESIGN.md G1). It costs two round trips whatever the number of events:
+// (G1, docs/guarantees.md). It costs two round trips whatever the number of events:
 // the stream's lock pipelined with the version check and the insert of
 // every event, then the outbox write (three when tx already holds a
 // transaction id: the insert then waits for the lock's order check).
 //
 // The stream's lock is the outbox's lock of (topic, stream id), taken
 // first, so that appends to one stream are serialised and their events are
-// read by ReadAll and published in commit order (DESIGN.md G4). Call
+// read by ReadAll and published in commit order (G4, docs/guarantees.md). Call
 // AppendTx before tx writes anything else, or lock the stream first with
 // LockStream: a transaction that already holds a transaction id when it
 // takes the lock may find that a younger transaction appended to the stream

@@ -164,7 +164,7 @@ func (p *SubscribeParams) validate() error {
 // the handler is called for each event in order with that transaction, and
 // the reader's checkpoint is moved past the batch in it before it commits.
 // So a batch's effects and the checkpoint commit together or not at all
-// (DESIGN.md G3): after a crash or a restart, Subscribe resumes after the
+// (G3, docs/guarantees.md): after a crash or a restart, Subscribe resumes after the
 // last committed batch and no effect is applied twice. Events are upcast
 // (Config.Upcasters) before the handler sees them.
 //

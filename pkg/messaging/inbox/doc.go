@@ -1,5 +1,5 @@
 // Package inbox makes a message handler's effect happen once although Kafka
-// delivers messages at least once (DESIGN.md §1, G3): the handler records the
+// delivers messages at least once (G3, docs/guarantees.md): the handler records the
 // message id in the table <schema>.inbox in the same PostgreSQL transaction
 // as its effect, and a redelivered message finds its id recorded and is
 // skipped.
@@ -32,7 +32,7 @@
 // # Ordering
 //
 // The inbox does not order messages; it keeps whatever order the subscriber
-// delivers in (per key, DESIGN.md G4). A message skipped as a duplicate is
+// delivers in (per key, G4, docs/guarantees.md). A message skipped as a duplicate is
 // acked.
 //
 // # How it fails

@@ -83,7 +83,7 @@ type DeadLetterConfig struct {
 	// (*RetryExhaustedError) instead of dead-lettering them, so the message
 	// is delivered again and its partition waits for it. Defaults to false:
 	// they are dead-lettered, and a message whose handler keeps failing does
-	// not block its partition for ever (DESIGN.md G7). Either way, an
+	// not block its partition for ever (G7, docs/guarantees.md). Either way, an
 	// exhausted error that IsUnavailableFunc reports (a dependency is down)
 	// is returned, not dead-lettered: the message is not at fault.
 	NackExhausted bool
@@ -164,7 +164,7 @@ func invalidTopicRune(r rune) bool {
 
 // DeadLetter returns a router middleware that routes the messages the
 // handler fails on for good to a dead-letter topic, so that a poison message
-// never blocks its partition (DESIGN.md G7). When the handler's error is
+// never blocks its partition (G7, docs/guarantees.md). When the handler's error is
 // permanent (IsRetryableFunc reports false: an undecodable envelope, a
 // schema violation, an unknown type, an error marked with
 // messaging.Permanent, a recovered panic) or is a *RetryExhaustedError

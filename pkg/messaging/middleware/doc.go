@@ -18,8 +18,8 @@
 //     ce_tracestate, and writes its own trace context into the messages the
 //     handler returns. TracingPublisher does the producing side: a PRODUCER
 //     span "send <topic>" per message, whose context it writes into the
-//     message. With both, one saga is one trace across processes (DESIGN.md
-//     G8).
+//     message. With both, one saga is one trace across processes
+//     (G8, docs/guarantees.md).
 //   - DeadLetter publishes a message the handler fails on for good to
 //     "<topic>.dlq" with the reason and the original topic, partition,
 //     offset and consumer group in headers, then acks it. Given a Logger
@@ -41,7 +41,7 @@
 // # Guarantees
 //
 //   - A poison message never crashes the process and never blocks its
-//     partition (DESIGN.md G7). A message that does not decode, breaks its
+//     partition (G7, docs/guarantees.md). A message that does not decode, breaks its
 //     schema, has an unknown type, makes the handler panic or fails with an
 //     error marked messaging.Permanent is dead-lettered on its first
 //     delivery, without retries. A message whose handler keeps failing with
@@ -56,7 +56,7 @@
 //     plus the dtx_dlq_* headers, so it can be inspected and replayed as it
 //     was.
 //   - Every message a handler returns carries a causation id, a correlation
-//     id and the trace context of its handling (DESIGN.md G8).
+//     id and the trace context of its handling (G8, docs/guarantees.md).
 //
 // # What is retried
 //
@@ -78,7 +78,7 @@
 //
 // The stack adds no concurrency: each delivery runs through it in the
 // router's goroutine for that delivery, and retries happen inside the delivery, so the later messages of
-// the partition wait for them and keep their order (DESIGN.md G4, with the
+// the partition wait for them and keep their order (G4, docs/guarantees.md, with the
 // subscriber's default of one message in flight per partition). A
 // dead-lettered message leaves the order: the messages after it are handled
 // without it. Dead letters of one partition are published in its order, with

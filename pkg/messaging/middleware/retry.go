@@ -203,7 +203,7 @@ func (e *RetryExhaustedError) Unwrap() error { return e.Err }
 // and added as an event "retry" to the span in the message's context.
 //
 // While it waits, the partition's later messages wait too: that is what
-// keeps them in order (DESIGN.md G4).
+// keeps them in order (G4, docs/guarantees.md).
 //
 // It fails only when cfg is not valid, naming each offending field.
 func Retry(cfg RetryConfig) (message.HandlerMiddleware, error) {

@@ -14,7 +14,7 @@ import (
 // one message fails, none of the call's messages is published and the error
 // names the message's position and id; it wraps the decode or schema error,
 // so errors.Is finds messaging.ErrInvalidEnvelope, ErrSchemaViolation or
-// ErrUnknownType. This is the producing edge of DESIGN.md §5: bad payloads
+// ErrUnknownType. This is the producing edge of docs/architecture.md#payloads-and-schemas: bad payloads
 // are refused where they are written, not discovered by every consumer.
 func ValidatingPublisher(pub message.Publisher, reg *messaging.SchemaRegistry) message.Publisher {
 	return &validatingPublisher{pub: pub, reg: reg}

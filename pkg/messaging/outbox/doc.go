@@ -1,6 +1,6 @@
 // Package outbox writes the messages a service emits into the table
 // <schema>.outbox in the service's own PostgreSQL transaction, so that they
-// leave with its state change or not at all (DESIGN.md G1). The outbox relay
+// leave with its state change or not at all (G1, docs/guarantees.md). The outbox relay
 // reads the table in commit order and publishes each row as one Kafka
 // record; nothing is published before the transaction commits.
 //
@@ -28,7 +28,7 @@
 //   - All or nothing per call. Every message is checked before anything is
 //     written: a valid dtx envelope (messaging.Decode) whose UUID is its
 //     ce_id, a payload that follows its JSON Schema when Config.Registry is
-//     set (DESIGN.md §5: validated where it is written), metadata that are
+//     set (docs/architecture.md#payloads-and-schemas: validated where it is written), metadata that are
 //     valid UTF-8 without NUL, a record within Config.MaxRecordBytes, a topic
 //     Kafka accepts. One bad message fails the call and nothing of it is
 //     written.
@@ -45,7 +45,7 @@
 //     under default broker settings.
 //   - Traceability. Messages without correlation or causation id are stamped
 //     with the Origin of the context (middleware.StampContext), the handled
-//     message's within a Correlation middleware (DESIGN.md G8).
+//     message's within a Correlation middleware (G8, docs/guarantees.md).
 //
 // # Order per key
 //
@@ -53,7 +53,7 @@
 // rows by (tx_id, position): transactions in the order PostgreSQL gave them
 // their ids, which it does at a transaction's first write or row lock, not at
 // commit (see internal/txlog). Two transactions writing the same key
-// therefore come out in commit order (DESIGN.md G4) only if the second could
+// therefore come out in commit order (G4, docs/guarantees.md) only if the second could
 // not get its id before the first committed.
 //
 // Write and Lock take a transaction-scoped advisory lock per distinct

@@ -190,7 +190,7 @@ func (o *Outbox) Collector() prometheus.Collector { return o.risk }
 
 // Write validates msgs and inserts them into the outbox as records of topic,
 // in tx and in one round trip. Nothing is published before tx commits, and
-// nothing at all if it rolls back (DESIGN.md G1). Messages of one call keep
+// nothing at all if it rolls back (G1, docs/guarantees.md). Messages of one call keep
 // their order.
 //
 // Messages that lack a correlation or causation id are first stamped with
@@ -400,7 +400,7 @@ func (o *Outbox) orderRisk(topic string, keys []string, readCommitted, ok bool) 
 // and holds it until tx ends. Called as the first statement of a
 // transaction, before it writes or locks any row, it guarantees that
 // messages of these keys written later in tx are read by the relay in commit
-// order (DESIGN.md G4; see the package documentation). Empty keys are
+// order (G4, docs/guarantees.md; see the package documentation). Empty keys are
 // skipped: messages without a key have no order to keep.
 //
 // If tx already holds a transaction id, Config.KeyOrder applies, as for

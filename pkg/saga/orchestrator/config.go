@@ -43,7 +43,7 @@ type Config struct {
 	Definitions *saga.Registry
 
 	// Schemas, if set, validates every command and lifecycle event before it
-	// is written to the outbox (DESIGN.md §5). A command that fails its schema
+	// is written to the outbox (docs/architecture.md#payloads-and-schemas). A command that fails its schema
 	// parks its saga as Failed with the reason: the definition's mapping is
 	// wrong and resending it would not help. Defaults to nil: no validation.
 	Schemas *messaging.SchemaRegistry

@@ -37,14 +37,14 @@
 //
 // # Guarantees
 //
-//   - Effects once (DESIGN.md G3). A message's inbox record, the saga's new
+//   - Effects once (G3, docs/guarantees.md). A message's inbox record, the saga's new
 //     state and the commands it causes commit together: a redelivered message
 //     is a duplicate. A reply the saga no longer waits for (late, duplicate,
 //     for another attempt's step) is ignored by the state machine.
 //   - Starting is idempotent by saga id. A trigger (or Start) for a saga id
 //     that exists changes nothing; a trigger's saga id comes from its
 //     mapping (saga.Trigger.SagaID), else from the message id.
-//   - Sagas end (G6). Every running or compensating saga has a due time (its
+//   - Sagas end (G6, docs/guarantees.md). Every running or compensating saga has a due time (its
 //     step timeout, retry backoff or deadline). The scheduler claims due
 //     sagas with FOR UPDATE SKIP LOCKED by the database's clock, moves their
 //     due time ahead by Config.ClaimDuration (the claim) and ticks them; the
@@ -60,7 +60,7 @@
 //   - Bad commands park. A command whose payload fails its JSON Schema
 //     (Config.Schemas) parks its saga as Failed with the reason, rather than
 //     failing the reply that caused it again and again.
-//   - Traceable (G8). Commands and events carry the saga id, the correlation
+//   - Traceable (G8, docs/guarantees.md). Commands and events carry the saga id, the correlation
 //     id (the trigger's, else its id), the causation id (the message
 //     handled) and the trace context of the span that handled it; ticks
 //     continue the trace of the saga's last message.
@@ -71,7 +71,7 @@
 // A saga's advisory lock is taken before its transaction's first write, so
 // the transaction gets its id after every earlier writer of the saga
 // committed and the relay publishes a saga's commands in commit order
-// (DESIGN.md G4).
+// (G4, docs/guarantees.md).
 //
 // # Operators
 //

@@ -1,5 +1,5 @@
 // Package participant is the helper for services that take part in sagas
-// (DESIGN.md §4 "barrier", §6): it handles the orchestrator's commands in the
+// (docs/architecture.md#participants-and-the-barrier): it handles the orchestrator's commands in the
 // service's own PostgreSQL transaction behind a barrier, and replies through
 // the service's own outbox in that same transaction.
 //
@@ -28,7 +28,7 @@
 //
 // The table <schema>.saga_barrier holds one row per (participant, saga, step,
 // phase), written in the transaction that handles the command, with the
-// handler's effects and the reply's outbox row (DESIGN.md G1, G3):
+// handler's effects and the reply's outbox row (G1, G3, docs/guarantees.md):
 //
 //   - An action whose row exists is a duplicate: nothing happens, no reply.
 //   - An action that finds the step's compensation row arrived after the
