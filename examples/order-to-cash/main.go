@@ -74,7 +74,6 @@ func participantsApp() service.App {
 		only          string
 		slow          time.Duration
 		exampleSchema string
-		topicPrefix   string
 		session       time.Duration
 	)
 	return service.App{
@@ -90,7 +89,6 @@ if they do not exist.`,
 			fs.DurationVar(&slow, "slow", 0, "wait this long before handling each command (fault tests)")
 			fs.StringVar(&exampleSchema, "example-schema", DefaultExampleSchema, "PostgreSQL schema of the services' own tables")
 			fs.DurationVar(&session, "session-timeout", 45*time.Second, "Kafka consumer group session timeout (6s..5m)")
-			fs.StringVar(&topicPrefix, "topic-prefix", "", "prefix of every saga topic (the definition's and the orchestrator's topics must carry it too)")
 		},
 		ValidateFunc: func() error {
 			var errs []error
@@ -111,11 +109,10 @@ if they do not exist.`,
 			return errors.Join(errs...)
 		},
 		RunFunc: func(ctx context.Context, env *service.Env) error {
-			reg, err := messaging.NewSchemaRegistry(messaging.SchemaRegistryConfig{FS: schemas.FS()})
-			if err != nil {
-				return err
-			}
-			topics := DefaultTopics().WithPrefix(topicPrefix)
+			reg := env.Schemas
+			// The shared --topic-prefix (DTX_TOPIC_PREFIX) prefixes the example's
+			// own topics too: its saga definition must carry the same prefix.
+			topics := DefaultTopics().WithPrefix(env.Config.TopicPrefix)
 			if err := createTopics(ctx, kadm.NewClient(env.Kafka), topics.All()); err != nil {
 				return err
 			}

@@ -62,8 +62,11 @@ func TestPausedLeaderPublishesNothingMoreAfterTakeover(t *testing.T) {
 	afterResume := old.metric(t, published)
 	t.Logf("old leader: published %v at SIGSTOP, %v after SIGCONT (paused %s; standby took over after %s)",
 		atStop, afterResume, time.Since(stoppedAt).Round(time.Millisecond), tookOver.Round(time.Millisecond))
-	require.LessOrEqual(t, afterResume-atStop, float64(2*batchSize),
-		"the resumed leader finishes at most its batch in flight")
+	// How much the resumed leader finished is bounded below without a race:
+	// what it published after the standby's checkpoint is what the standby
+	// published again, and requireClean allows at most two batches of
+	// duplicates. atStop is scraped before the SIGSTOP, so on a loaded
+	// machine batches completed in between count here: it is only logged.
 
 	// Load goes on; the standby publishes it, the old leader nothing.
 	before := standby.metric(t, published)

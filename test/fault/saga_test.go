@@ -79,7 +79,8 @@ func (r *sagaRig) orchestrator(t *testing.T, name string) *relayProc {
 		"--event-topic", r.prefix+saga.DefaultEventTopic,
 		"--group", r.prefix+"orchestrator",
 		"--session-timeout", "6s",
-		"--scan-interval", "100ms")
+		"--scan-interval", "100ms",
+		"--create-topics")
 	p.logs.WaitFor(t, "orchestrator: running", 30*time.Second)
 	return p
 }
