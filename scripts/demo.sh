@@ -11,6 +11,10 @@ cd "$(dirname "$0")/.."
 : "${DTX_KAFKA_BROKERS:?run make demo (it prepares the environment), or set DTX_KAFKA_BROKERS}"
 export DTX_LOG_FORMAT="${DTX_LOG_FORMAT:-text}"
 export DTX_DEFINITIONS="${DTX_DEFINITIONS:-examples/order-to-cash/sagas}"
+# The topics are provisioned below with dtxctl topics apply; a binary that
+# still finds one missing creates it rather than wait (development only:
+# deploy/k8s keeps this off).
+export DTX_CREATE_TOPICS="${DTX_CREATE_TOPICS:-true}"
 
 logs=.dev/demo
 mkdir -p "$logs"
