@@ -435,6 +435,10 @@ func checkMarkdown(root string, files []string) (errs []error, goBlocks []block)
 			case "json":
 				errs = append(errs, checkJSON(b))
 			case "go":
+				if isExcerpt(b) {
+					errs = append(errs, checkExcerpt(root, b))
+					continue
+				}
 				goBlocks = append(goBlocks, b)
 			}
 		}
@@ -443,6 +447,60 @@ func checkMarkdown(root string, files []string) (errs []error, goBlocks []block)
 		}
 	}
 	return slices.DeleteFunc(errs, func(e error) bool { return e == nil }), goBlocks
+}
+
+// isExcerpt reports whether b is fenced as "go excerpt PATH".
+func isExcerpt(b block) bool {
+	f := strings.Fields(b.info)
+	return len(f) >= 2 && f[1] == "excerpt"
+}
+
+// trailingCommentRE matches a trailing line comment after code.
+var trailingCommentRE = regexp.MustCompile(`\s+//.*$`)
+
+// excerptLine returns the code of one line of an excerpt or of its source,
+// without indentation and trailing comment; "" for a line that is blank, a
+// comment or an elision ("...").
+func excerptLine(l string) string {
+	l = strings.TrimSpace(trailingCommentRE.ReplaceAllString(l, ""))
+	if l == "" || strings.HasPrefix(l, "//") || strings.HasPrefix(l, "...") {
+		return ""
+	}
+	return strings.Join(strings.Fields(l), " ")
+}
+
+// checkExcerpt checks a block fenced "go excerpt PATH", PATH relative to
+// the Markdown file: every line of code it shows is a line of PATH, in the
+// same order (indentation, trailing comments, comment lines and "..."
+// elisions aside). PATH is compiled and tested with its module, so an
+// excerpt shows code that builds.
+func checkExcerpt(root string, b block) error {
+	f := strings.Fields(b.info)
+	if len(f) != 3 {
+		return fmt.Errorf("%s: a go excerpt names one file: go excerpt PATH", b.where())
+	}
+	path := filepath.Join(root, filepath.Dir(b.file), f[2])
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return fmt.Errorf("%s: go excerpt of %s: %w", b.where(), f[2], err)
+	}
+	var src []string
+	for _, l := range strings.Split(string(data), "\n") {
+		src = append(src, excerptLine(l))
+	}
+	at := 0
+	for i, l := range strings.Split(b.body, "\n") {
+		want := excerptLine(l)
+		if want == "" {
+			continue
+		}
+		j := slices.Index(src[at:], want)
+		if j < 0 {
+			return fmt.Errorf("%s: go excerpt line %d is not in %s (after line %d): %q", b.where(), i+1, f[2], at, strings.TrimSpace(l))
+		}
+		at += j + 1
+	}
+	return nil
 }
 
 // TestMarkdown checks the code blocks and links of README.md and docs/*.md.
@@ -580,6 +638,25 @@ func TestGoBlocksFail(t *testing.T) {
 	errs := checkGo(t, root, bad)
 	require.Len(t, errs, 1)
 	require.Contains(t, errs[0].Error(), "y.md:5")
+}
+
+// TestExcerpts proves an excerpt must show lines of its file, in order.
+func TestExcerpts(t *testing.T) {
+	t.Parallel()
+	root := t.TempDir()
+	require.NoError(t, os.MkdirAll(filepath.Join(root, "docs"), 0o755))
+	src := "package x\n\nfunc f() {\n\ta := 1 // one\n\tb := a + 1\n\t_ = b\n}\n"
+	require.NoError(t, os.WriteFile(filepath.Join(root, "x.go"), []byte(src), 0o644))
+	ok := block{file: "docs/a.md", line: 3, info: "go excerpt ../x.go", body: "a := 1      // the first\n... // more\n_ = b\n"}
+	require.NoError(t, checkExcerpt(root, ok))
+	for name, b := range map[string]block{
+		"changed":   {file: "docs/a.md", line: 3, info: "go excerpt ../x.go", body: "a := 2\n"},
+		"reordered": {file: "docs/a.md", line: 3, info: "go excerpt ../x.go", body: "_ = b\na := 1\n"},
+		"no file":   {file: "docs/a.md", line: 3, info: "go excerpt ../y.go", body: "a := 1\n"},
+		"no path":   {file: "docs/a.md", line: 3, info: "go excerpt", body: "a := 1\n"},
+	} {
+		require.Error(t, checkExcerpt(root, b), name)
+	}
 }
 
 // TestAnchors pins the heading anchors the references depend on.
