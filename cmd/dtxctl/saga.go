@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"flag"
@@ -178,6 +179,10 @@ func operation(op orchestrator.Operation) func(ctx context.Context, cio *cmdIO, 
 			db          dbSettings
 			definitions string
 			reason      string
+			prefix      string
+			replyTopic  string
+			eventTopic  string
+			schemaDirs  stringList
 		)
 		f := newFlags(cio, fmt.Sprintf("Apply %q to one saga, in one transaction through the orchestrator's own\n"+
 			"transition path (the saga is locked, commands go through the outbox, the\n"+
@@ -185,6 +190,16 @@ func operation(op orchestrator.Operation) func(ctx context.Context, cio *cmdIO, 
 		f.fs.StringVar(&definitions, "definitions", "", "`DIR` of saga definitions (required): the orchestrator's")
 		f.env("definitions", "DTX_DEFINITIONS", false)
 		f.fs.StringVar(&reason, "reason", "", "why, for the timeline (default \"by operator\")")
+		// The commands and events an operation writes name the orchestrator's
+		// reply and event topics: they must be the running orchestrator's.
+		f.fs.StringVar(&prefix, "topic-prefix", "", "`PREFIX` of the built-in topic names, as given to the orchestrator")
+		f.env("topic-prefix", "DTX_TOPIC_PREFIX", false)
+		f.fs.StringVar(&replyTopic, "reply-topic", "", "the orchestrator's reply `TOPIC` (default: the prefix, then "+saga.DefaultReplyTopic+")")
+		f.env("reply-topic", "DTX_REPLY_TOPIC", false)
+		f.fs.StringVar(&eventTopic, "event-topic", "", "the orchestrator's lifecycle event `TOPIC` (default: the prefix, then "+saga.DefaultEventTopic+")")
+		f.env("event-topic", "DTX_EVENT_TOPIC", false)
+		f.fs.Var(&schemaDirs, "schemas", "`DIR` of JSON Schemas besides dtx's own, to validate the commands written; repeatable, or comma-separated")
+		f.env("schemas", "DTX_SCHEMAS", false)
 		db.register(f)
 		if err := f.parse(cio, args); err != nil {
 			return err
@@ -205,7 +220,15 @@ func operation(op orchestrator.Operation) func(ctx context.Context, cio *cmdIO, 
 			return fmt.Errorf("connect to PostgreSQL at %s: %w", service.RedactURL(db.databaseURL), err)
 		}
 		defer pool.Close()
-		o, err := orchestrator.New(pool, orchestrator.Config{Schema: db.schema, Definitions: reg, Logger: logger(cio.stderr)})
+		schemaReg, err := startSchemas(schemaDirs)
+		if err != nil {
+			return err
+		}
+		names := saga.Names(prefix)
+		o, err := orchestrator.New(pool, orchestrator.Config{
+			Schema: db.schema, Definitions: reg, Schemas: schemaReg, Logger: logger(cio.stderr),
+			ReplyTopic: cmp.Or(replyTopic, names.Replies), EventTopic: cmp.Or(eventTopic, names.Events),
+		})
 		if err != nil {
 			return err
 		}

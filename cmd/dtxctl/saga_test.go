@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"maps"
 	"os"
 	"path/filepath"
 	"strings"
@@ -61,9 +62,32 @@ func TestSagaListShowAndOperate(t *testing.T) {
 	r = dtxctl(t, env, "saga", "retry", "ord-1")
 	require.Equal(t, exitFailure, r.code)
 	require.Contains(t, r.stderr, "does not apply")
-	r = dtxctl(t, env, "saga", "compensate", "ord-2")
+	prefixed := maps.Clone(env)
+	prefixed["DTX_TOPIC_PREFIX"] = "team-a."
+	r = dtxctl(t, prefixed, "saga", "compensate", "ord-2")
 	require.Equal(t, exitOK, r.code, r.stderr)
 	require.Contains(t, r.stdout, "now "+string(saga.StatusCompensating))
+	// What the operation wrote names the prefixed deployment's topics: the
+	// compensation's reply comes back to its orchestrator, and the
+	// lifecycle event goes to its event topic, not to a shared one.
+	var replyTo []string
+	var eventTopics []string
+	rows, err := schema.Pool.Query(context.Background(),
+		"SELECT topic, coalesce(headers->>'"+saga.HeaderReplyTo+"', '') FROM "+schema.Name+".outbox WHERE key = 'ord-2'")
+	require.NoError(t, err)
+	for rows.Next() {
+		var topic, rt string
+		require.NoError(t, rows.Scan(&topic, &rt))
+		if rt != "" {
+			replyTo = append(replyTo, rt)
+		}
+		if strings.HasSuffix(topic, saga.DefaultEventTopic) {
+			eventTopics = append(eventTopics, topic)
+		}
+	}
+	require.NoError(t, rows.Err())
+	require.Contains(t, replyTo, "team-a."+saga.DefaultReplyTopic, "the compensation command names the prefixed reply topic")
+	require.Contains(t, eventTopics, "team-a."+saga.DefaultEventTopic, "the compensating event goes to the prefixed event topic")
 
 	r = dtxctl(t, env, "saga", "show", "nope")
 	require.Equal(t, exitFailure, r.code)
