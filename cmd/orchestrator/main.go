@@ -47,6 +47,9 @@ type settings struct {
 	scanInterval time.Duration
 	inFlight     int
 	session      time.Duration
+
+	defs     []*saga.Definition // loaded by contracts
+	registry *saga.Registry
 }
 
 func (st *settings) flags(s *service.Settings) {
@@ -102,7 +105,10 @@ func (st *settings) validate() error {
 	return errors.Join(errs...)
 }
 
-func (st *settings) run(ctx context.Context, env *service.Env) error {
+// contracts loads the definitions and checks that the schemas hold every
+// message type they name, so that a missing --schemas stops the binary at
+// start instead of dead-lettering its first trigger.
+func (st *settings) contracts(schemas *messaging.SchemaRegistry) error {
 	defs, err := saga.LoadDir(st.definitions)
 	if err != nil {
 		return fmt.Errorf("definitions (%s): %w", service.EnvName("definitions"), err)
@@ -111,6 +117,15 @@ func (st *settings) run(ctx context.Context, env *service.Env) error {
 	if err != nil {
 		return fmt.Errorf("definitions (%s): %w", service.EnvName("definitions"), err)
 	}
+	if err := orchestrator.CheckSchemas(registry, schemas); err != nil {
+		return fmt.Errorf("schemas (%s): %w: give the directory of their JSON Schemas with --schemas", service.EnvName("schemas"), err)
+	}
+	st.defs, st.registry = defs, registry
+	return nil
+}
+
+func (st *settings) run(ctx context.Context, env *service.Env) error {
+	defs, registry := st.defs, st.registry
 	// An explicit --group, --reply-topic or --event-topic wins over the
 	// deployment's built-in name.
 	names := env.Config.Names()
@@ -213,6 +228,7 @@ func main() {
 		DefaultAdminAddr: ":8081",
 		FlagsFunc:        st.flags,
 		ValidateFunc:     st.validate,
+		ContractsFunc:    st.contracts,
 		RunFunc:          st.run,
 		ReadyChecksFunc:  func() []string { return []string{service.TopicsCheck} },
 	})

@@ -85,11 +85,11 @@ func TestReadyzReportsMissingTopic(t *testing.T) {
 name: pay
 version: 1
 triggers:
-  - {topic: %[1]sorders, type: order.placed}
+  - {topic: %[1]sorders, type: sales.order.placed, saga_id: $.order_id}
 steps:
   - name: charge
-    action: {topic: %[1]spayments, type: payment.charge}
-    success: [payment.charged]
+    action: {topic: %[1]spayments, type: accounting.payment.charge}
+    success: [accounting.payment.charged]
 `, prefix), 0o600))
 	defs2, err := saga.LoadDir(defs)
 	require.NoError(t, err)
@@ -120,10 +120,12 @@ steps:
 	require.NoError(t, err)
 	require.NoError(t, cmd.Start())
 	logs := proctest.NewLogs()
-	done := make(chan error, 1)
-	go func() { logs.Consume(stderr); done <- cmd.Wait() }()
+	done := make(chan struct{}) // closed once the process has been waited for
+	go func() { logs.Consume(stderr); _ = cmd.Wait(); close(done) }()
 	t.Cleanup(func() {
-		if cmd.ProcessState == nil {
+		select {
+		case <-done:
+		default:
 			_ = cmd.Process.Kill()
 			<-done
 		}

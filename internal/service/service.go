@@ -51,6 +51,11 @@ type App struct {
 	// its error should name the offending setting.
 	ValidateFunc func() error
 
+	// ContractsFunc, if set, checks the binary's own settings against the
+	// merged schemas (built-in and --schemas) before the process starts:
+	// an error stops it with ExitUsage, as invalid configuration does.
+	ContractsFunc func(schemas *messaging.SchemaRegistry) error
+
 	// ReadyChecksFunc, if set, names the readiness checks the work loop
 	// adds with Env.AddReadyCheck once it knows what to check (e.g.
 	// TopicsCheck, after loading its configuration). It is called after
@@ -120,6 +125,9 @@ func Run(ctx context.Context, app App, args []string, env LookupEnvFunc, stdout,
 	// Contracts are configuration: a bad one stops the process before it
 	// takes any work.
 	schemaReg, err := loadSchemas(cfg.SchemaDirs)
+	if err == nil && app.ContractsFunc != nil {
+		err = app.ContractsFunc(schemaReg)
+	}
 	if err != nil {
 		fmt.Fprintf(stderr, "%s: invalid configuration:\n%v\n", app.Name, err)
 		return ExitUsage

@@ -292,6 +292,21 @@ func (r *SchemaRegistry) Keys() []SchemaKey {
 	return keys
 }
 
+// HasType reports whether the registry holds a schema of typ, in any
+// version.
+func (r *SchemaRegistry) HasType(typ string) bool {
+	for k := range r.schemas {
+		if k.Type == typ {
+			return true
+		}
+	}
+	return false
+}
+
+// UnknownTypes returns what the registry does with a type it holds no
+// schema for.
+func (r *SchemaRegistry) UnknownTypes() UnknownTypePolicy { return r.unknown }
+
 // SchemaID returns the "$id" of the schema of typ and version, fit for
 // Envelope.DataSchema when it is an absolute URI. ok is false when the
 // registry holds no such schema; id is empty when the schema declares no

@@ -461,3 +461,25 @@ func (c *Compensation) retry() RetryPolicy {
 	p.setDefaults(DefaultCompensationAttempts)
 	return p
 }
+
+// MessageTypes returns every message type d names, sorted and without
+// repeats: its triggers, its steps' commands and compensations, and the
+// replies that answer them. A deployment needs a schema for each.
+func (d *Definition) MessageTypes() []string {
+	var types []string
+	for _, t := range d.Triggers {
+		types = append(types, t.Type)
+	}
+	for _, s := range d.Steps {
+		types = append(types, s.Action.Type)
+		types = append(types, s.Success...)
+		types = append(types, s.Failure...)
+		if c := s.Compensation; c != nil {
+			types = append(types, c.Type)
+			types = append(types, c.Success...)
+			types = append(types, c.Failure...)
+		}
+	}
+	slices.Sort(types)
+	return slices.Compact(types)
+}

@@ -74,6 +74,9 @@ func New(pool *pgxpool.Pool, cfg Config) (*Orchestrator, error) {
 	if pool == nil {
 		return nil, errors.New("orchestrator: pool: required")
 	}
+	if err := CheckSchemas(cfg.Definitions, cfg.Schemas); err != nil {
+		return nil, err
+	}
 	q, err := loadQueries(cfg.Schema)
 	if err != nil {
 		return nil, fmt.Errorf("orchestrator: %w", err)
