@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/vextrus/dtx/internal/service"
 	"github.com/vextrus/dtx/pkg/migrate"
@@ -297,7 +298,12 @@ func (d *dbSettings) withConn(ctx context.Context, fn func(conn *pgx.Conn) error
 			err = fmt.Errorf("close the connection: %w", cerr)
 		}
 	}()
-	return fn(conn)
+	err = fn(conn)
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) && pgErr.Code == "42P01" { // undefined_table
+		return fmt.Errorf("%w: are dtx's tables in schema %q? Run dtxctl migrate up, or name their schema with --schema (DTX_SCHEMA)", err, d.schema)
+	}
+	return err
 }
 
 // logger writes progress lines to stderr, without timestamps: a terminal or

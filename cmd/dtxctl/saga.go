@@ -5,6 +5,7 @@ import (
 	"cmp"
 	"context"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -361,6 +362,9 @@ func runSagaStart(ctx context.Context, cio *cmdIO, args []string) error {
 		return err
 	}
 	if err := schemaReg.ValidateEnvelope(trig.env); err != nil {
+		if errors.Is(err, messaging.ErrUnknownType) {
+			return fmt.Errorf("the trigger %s: %w: give the directory of your JSON Schemas with --schemas (DTX_SCHEMAS)", trig.env.Type, err)
+		}
 		return fmt.Errorf("the trigger %s does not follow its schema: %w", trig.env.Type, err)
 	}
 	if err := publishTrigger(ctx, seeds, timeout, ref.Trigger.Topic, trig.env); err != nil {

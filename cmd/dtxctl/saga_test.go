@@ -99,6 +99,9 @@ func TestSagaListShowAndOperate(t *testing.T) {
 	require.Contains(t, r.stderr, "--definitions (DTX_DEFINITIONS) is required")
 	r = dtxctl(t, env, "saga", "list", "--status", "sideways")
 	require.Equal(t, exitUsage, r.code)
+	r = dtxctl(t, map[string]string{"DTX_DATABASE_URL": pgtest.URL(), "DTX_SCHEMA": "no_dtx_tables_here"}, "saga", "list")
+	require.Equal(t, exitFailure, r.code)
+	require.Contains(t, r.stderr, "Run dtxctl migrate up", "a schema without dtx's tables says what to do")
 }
 
 const (
