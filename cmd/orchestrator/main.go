@@ -21,19 +21,27 @@ import (
 	"github.com/vextrus/dtx/pkg/topic"
 )
 
-const summary = `orchestrator runs dtx sagas: it consumes saga start commands, trigger events and
-participant replies from Kafka and, per batch of messages, commits the sagas' new state,
-the next commands and lifecycle events (through the outbox) and the messages'
-deduplication records in one PostgreSQL transaction. A scheduler fires step timeouts,
-retries and saga deadlines by the database's clock; several replicas may run at once.
-Saga definitions are YAML files (--definitions); the operator API is served on the
-admin address under /sagas.
+const summary = `orchestrator runs dtx sagas. A saga starts when one of the trigger events named in
+its definition's triggers (a topic and a message type) arrives, usually written by a
+service to its outbox; dtxctl saga start publishes a trigger by hand. Participants'
+replies arrive on the reply topic (<prefix>dtx.saga.replies, or --reply-topic) and
+lifecycle events go to <prefix>dtx.saga.events (or --event-topic). Per batch of
+messages it commits the sagas' new state, the next commands and lifecycle events
+(through the outbox: the outbox-relay publishes them) and the messages' deduplication
+records in one PostgreSQL transaction. A scheduler fires step timeouts, retries and
+saga deadlines by the database's clock; several replicas may run at once. Saga
+definitions are YAML files (--definitions); the operator API is served on the admin
+address under /sagas. Until every topic it uses exists (the definitions' topics, the
+reply and event topics, the .dlq of each topic it consumes), /readyz answers 503
+("topic X is missing: run dtxctl topics apply"); --create-topics creates the missing
+ones at start instead (for development).
 
 Triggers, commands, replies and lifecycle events are validated against dtx's built-in
-schemas and the service's own, given with --schemas DIR (repeatable): a message of a type
-without a schema goes to <topic>.dlq, logged as a warning and counted by
-dtx_dead_letters_total. --topic-prefix starts the built-in names (reply and event topics,
-consumer group) so that several deployments can share one cluster.`
+schemas and the service's own, given with --schemas DIR (repeatable). Definitions naming
+a type without a schema stop it at start (exit 2); a message of a type without a
+schema goes to <topic>.dlq, logged as a warning and counted by dtx_dead_letters_total.
+--topic-prefix starts the built-in names (reply and event topics, consumer group) so
+that several deployments can share one cluster.`
 
 // settings are the orchestrator's own flags.
 type settings struct {
