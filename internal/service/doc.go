@@ -15,7 +15,10 @@
 //   - /healthz: 200 while the process runs (liveness).
 //   - /readyz: 200 with a JSON report only while PostgreSQL answers a ping
 //     and a Kafka broker answers a metadata request, each within
-//     --ready-timeout, and the process is not draining; 503 otherwise
+//     --ready-timeout, every check the work loop registered passes (the
+//     orchestrator's "topics": each topic it uses exists; a check the work
+//     loop has not registered yet reads "not checked yet"), and the process
+//     is not draining; 503 otherwise, with the failing check's reason
 //     (readiness). Checks run on each request; nothing is cached.
 //   - /metrics: Prometheus text format (Go runtime, process, dtx_build_info,
 //     dtx_dependency_up, and what the binary registers).
