@@ -143,7 +143,7 @@ func (s *topicsSettings) withAdmin(ctx context.Context, fn func(ctx context.Cont
 	}
 	defer cl.Close()
 	if err := cl.Ping(ctx); err != nil {
-		return fmt.Errorf("Kafka at %s does not answer: %w", strings.Join(brokers, ","), err)
+		return fmt.Errorf("kafka at %s does not answer: %w", strings.Join(brokers, ","), err)
 	}
 	return fn(ctx, kadm.NewClient(cl))
 }

@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -116,7 +117,7 @@ func TestTopicsPlanApply(t *testing.T) {
 
 	// Wanting more partitions than the topic has is drift: reported by plan
 	// and apply, never changed.
-	drifted := append(args[:len(args):len(args)], "--partitions", "5")
+	drifted := slices.Concat(args, []string{"--partitions", "5"})
 	plan = dtxctl(t, env, append([]string{"topics", "plan", "--exit-code"}, drifted...)...)
 	require.Equal(t, exitChanges, plan.code, plan.stdout+plan.stderr)
 	require.Contains(t, plan.stdout, "drift: "+prefix+"payments: partitions: want 5, have 3")

@@ -131,7 +131,7 @@ func (c *SchemaRegistryConfig) validate() error {
 	}
 	for i, s := range c.Sources {
 		if s.FS == nil {
-			errs = append(errs, fmt.Errorf("Sources[%d] (%s): FS must not be nil", i, s.Name))
+			errs = append(errs, fmt.Errorf("SchemaRegistryConfig.Sources[%d] (%s): FS must not be nil", i, s.Name))
 		}
 	}
 	if c.UnknownTypes != RejectUnknownTypes && c.UnknownTypes != AllowUnknownTypes {

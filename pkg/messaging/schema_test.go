@@ -368,7 +368,7 @@ func TestSchemaRegistrySourcesFail(t *testing.T) {
 	require.EqualError(t, err, "messaging: schema registry config: FS, Sources: one of them is required")
 
 	_, err = messaging.NewSchemaRegistry(messaging.SchemaRegistryConfig{Sources: []messaging.SchemaSource{{Name: "x"}}})
-	require.EqualError(t, err, "messaging: schema registry config: Sources[0] (x): FS must not be nil")
+	require.EqualError(t, err, "messaging: schema registry config: SchemaRegistryConfig.Sources[0] (x): FS must not be nil")
 
 	_, err = messaging.NewSchemaRegistry(messaging.SchemaRegistryConfig{Sources: []messaging.SchemaSource{
 		schemas.Source(), {FS: schemaFS(map[string]string{"README.md": "x"})},

@@ -1,7 +1,6 @@
 package topic_test
 
 import (
-	"errors"
 	"os"
 	"path/filepath"
 	"testing"
@@ -82,7 +81,7 @@ func TestLoadFile(t *testing.T) {
 
 	_, err = topic.LoadFile(filepath.Join(t.TempDir(), "absent.yaml"))
 	var fe *topic.FileError
-	require.True(t, errors.As(err, &fe))
+	require.ErrorAs(t, err, &fe)
 	require.Contains(t, err.Error(), "absent.yaml")
 }
 

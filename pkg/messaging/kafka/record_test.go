@@ -1,7 +1,6 @@
 package kafka_test
 
 import (
-	"errors"
 	"testing"
 	"time"
 
@@ -86,7 +85,7 @@ func TestDecodeRecordRefusesForeignRecords(t *testing.T) {
 			_, err := kafka.DecodeRecord(tc.record)
 			require.ErrorIs(t, err, messaging.ErrInvalidEnvelope)
 			var de *messaging.DecodeError
-			require.True(t, errors.As(err, &de), "want a *messaging.DecodeError, got %T", err)
+			require.ErrorAs(t, err, &de, "want a *messaging.DecodeError, got %T", err)
 			require.Equal(t, tc.field, de.Field)
 			require.ErrorContains(t, err, "record billing.events/2/17 is not a dtx CloudEvents record")
 		})
