@@ -32,7 +32,8 @@ type api struct {
 	st          store
 	pool        *pgxpool.Pool
 	outbox      *outbox.Outbox
-	eventsTopic string // the saga's trigger topic, billing.events
+	schemas     *messaging.SchemaRegistry // the outbox's: checks the trigger before anything is written
+	eventsTopic string                    // the saga's trigger topic, billing.events
 	log         *slog.Logger
 }
 
@@ -50,12 +51,20 @@ func (a *api) routes(mw func(http.Handler) http.Handler) http.Handler {
 // writes its trigger event to the outbox: both commit, or neither does. A
 // retry with the same Idempotency-Key gets the stored response and starts
 // nothing.
+//
+// The middleware commits the handler's writes with any answer below 500
+// (a 4xx is stored as the request's answer) and rolls them back on a 5xx.
+// So everything that can refuse the request, the trigger event's schema
+// included, is checked before the first write, and a failure after it
+// answers 500.
 func (a *api) requestInvoice(w http.ResponseWriter, r *http.Request) {
 	tx, ok := idempotency.TxFromRequest(r)
 	if !ok { // The middleware requires the key; this is a wiring mistake.
 		problem(w, http.StatusInternalServerError, "no transaction: the handler must run behind the idempotency middleware")
 		return
 	}
+
+	// 1. Check the request and build the trigger event; nothing is written yet.
 	var in invoice
 	if err := json.NewDecoder(r.Body).Decode(&in); err != nil {
 		problem(w, http.StatusBadRequest, "the body is not an invoice request: "+err.Error())
@@ -66,7 +75,6 @@ func (a *api) requestInvoice(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	in.ID = uuid.NewString()
-
 	// The trigger event of the billing-invoice saga: its type and topic are
 	// the saga's triggers, its invoice_id the saga id.
 	requested, err := messaging.NewEnvelope("billing.invoice.requested", "/billing/api", struct {
@@ -79,10 +87,25 @@ func (a *api) requestInvoice(w http.ResponseWriter, r *http.Request) {
 	}
 	requested.PartitionKey = in.ID
 	requested.Subject = in.ID
+	if err := requested.Validate(); err != nil {
+		problem(w, http.StatusInternalServerError, err.Error())
+		return
+	}
+	// The outbox would refuse an event that fails its schema, but only
+	// after the invoice row is written: check it first, and answer 422.
+	if err := a.schemas.ValidateEnvelope(requested); err != nil {
+		status := http.StatusInternalServerError // no schema: the service's mistake
+		if errors.Is(err, messaging.ErrSchemaViolation) {
+			status = http.StatusUnprocessableEntity
+		}
+		a.log.InfoContext(r.Context(), "billing: invoice request refused", "err", err)
+		problem(w, status, err.Error())
+		return
+	}
 
+	// 2. Write: lock the key first, so the relay publishes this invoice's
+	// messages in commit order; then the business row; then the event.
 	ctx := r.Context()
-	// Lock the key first, so the relay publishes this invoice's messages in
-	// commit order; then the business row; then the event.
 	if err := a.outbox.Lock(ctx, tx, a.eventsTopic, in.ID); err != nil {
 		a.fail(w, r, err)
 		return
@@ -102,14 +125,11 @@ func (a *api) requestInvoice(w http.ResponseWriter, r *http.Request) {
 	_ = json.NewEncoder(w).Encode(map[string]string{"invoice_id": in.ID, "saga_id": in.ID, "status": "requested"})
 }
 
-// fail answers 500; the middleware rolls the transaction back, since the
-// status is not 2xx, and a retry with the key runs the handler again.
+// fail answers a failure after the handler has written: always 500, so the
+// middleware rolls the transaction back (a 4xx would commit what was
+// written) and a retry with the key runs the handler again.
 func (a *api) fail(w http.ResponseWriter, r *http.Request, err error) {
-	a.log.ErrorContext(r.Context(), "billing: request failed", "err", err)
-	if errors.Is(err, messaging.ErrSchemaViolation) {
-		problem(w, http.StatusUnprocessableEntity, err.Error())
-		return
-	}
+	a.log.ErrorContext(r.Context(), "billing: request failed; rolled back", "err", err)
 	problem(w, http.StatusInternalServerError, "the invoice could not be recorded")
 }
 

@@ -5,10 +5,15 @@
 // It serves POST /invoices behind the Idempotency-Key middleware: one
 // transaction records the invoice request and writes the trigger event
 // billing.invoice.requested to the outbox, which the outbox-relay publishes
-// to billing.events. The orchestrator, running sagas/billing-invoice.yaml
-// with --schemas contracts, starts the billing-invoice saga from it and
-// sends commands to the service's two participants: credit (reserve and
-// release credit) and invoicing (issue and void the invoice). A customer
+// to billing.events. The request and the trigger event (against its schema)
+// are checked before anything is written: a refusal answers 422 with nothing
+// recorded, and a failure after a write answers 500, which rolls the
+// transaction back (the middleware commits any answer below 500).
+//
+// The orchestrator, running sagas/billing-invoice.yaml with --schemas
+// contracts, starts the billing-invoice saga from the event and sends
+// commands to the service's two participants: credit (reserve and release
+// credit) and invoicing (issue and void the invoice). A customer
 // whose id starts with "blocked-" cannot be invoiced, so that saga releases
 // the credit and ends Compensated. An amount over 1,000,000 cents is over
 // the credit limit: the first step fails and the saga ends Compensated

@@ -180,7 +180,7 @@ func serve(ctx context.Context, s settings, log *slog.Logger) error {
 		return err
 	}
 	t := s.topics()
-	a := &api{st: st, pool: pool, outbox: ob, eventsTopic: t.events, log: log}
+	a := &api{st: st, pool: pool, outbox: ob, schemas: schemas, eventsTopic: t.events, log: log}
 
 	// The router: the participants on their command topics, the lifecycle
 	// handler on the saga event topic, all behind dtx's middleware.

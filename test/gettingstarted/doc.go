@@ -16,6 +16,9 @@
 //   - an invoice request (POST with an Idempotency-Key) starts exactly one
 //     saga, also when the request is replayed with the same key, which
 //     returns the same response;
+//   - a request the API's own checks accept but whose trigger event fails
+//     its schema gets 422, stored and replayed with its key, and leaves no
+//     invoice row: the API validates the event before it writes anything;
 //   - a saga whose steps succeed ends Completed, one whose second step is
 //     refused ends Compensated with its first step undone, and one started
 //     with dtxctl saga start ends Completed;

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/stretchr/testify/require"
 	"github.com/twmb/franz-go/pkg/kadm"
 
@@ -90,6 +91,24 @@ func TestGettingStarted(t *testing.T) {
 	require.Equal(t, http.StatusAccepted, blocked.code, string(blocked.body))
 	without := do(http.MethodPost, api+"/invoices", nil, []byte(okBody))
 	require.Equal(t, http.StatusBadRequest, without.code, "the API requires an Idempotency-Key")
+
+	// A request the API's own checks accept but whose trigger event fails its
+	// schema (customer_id is at most 100 characters): 422, and no invoice
+	// row without its event. The middleware commits a 4xx answer with
+	// whatever the handler wrote, so the API must refuse before writing.
+	longCustomer := "c-" + strings.Repeat("x", 99)
+	refusedBody := `{"customer_id":"` + longCustomer + `","amount_cents":500,"currency":"EUR"}`
+	refused := post(prefix+"refused", refusedBody)
+	require.Equal(t, http.StatusUnprocessableEntity, refused.code, string(refused.body))
+	require.Contains(t, string(refused.body), "billing.invoice.requested", "the answer names the schema that refused the event")
+	refusedAgain := post(prefix+"refused", refusedBody)
+	require.Equal(t, http.StatusUnprocessableEntity, refusedAgain.code, string(refusedAgain.body))
+	require.Equal(t, "true", refusedAgain.header.Get(idempotency.HeaderReplayed), "a 4xx is stored with its key and replayed")
+	db := pgtest.Connect(t)
+	var rows int
+	require.NoError(t, db.QueryRow(context.Background(),
+		"SELECT count(*) FROM "+pgx.Identifier{billingSchema, "invoices"}.Sanitize()+" WHERE customer_id = $1", longCustomer).Scan(&rows))
+	require.Zero(t, rows, "a refused request must leave no invoice row")
 
 	okID, blockedID := sagaIDOf(t, first), sagaIDOf(t, blocked)
 
