@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net"
 	"net/http"
 	"slices"
@@ -67,9 +68,11 @@ func newRegistry(binary, instance string) *prometheus.Registry {
 type readiness struct {
 	mu     sync.Mutex
 	checks []check
-	// pending are the checks the work loop declared (App.ReadyChecksFunc) and
-	// has not added yet: each keeps the process not ready.
-	pending  map[string]bool
+	// pending are the checks that have not run yet, each with the reason
+	// /readyz shows for it: the process's start-up (startupCheck) and the
+	// checks the work loop declared (App.ReadyChecksFunc) and has not added
+	// yet. Each keeps the process not ready.
+	pending  map[string]string
 	timeout  time.Duration
 	draining *atomic.Bool
 	ready    chan struct{}
@@ -83,6 +86,29 @@ type readyReport struct {
 	Ready    bool              `json:"ready"`
 	Draining bool              `json:"draining,omitempty"`
 	Checks   map[string]string `json:"checks"`
+}
+
+// notCheckedYet is the reason /readyz shows for a declared check the work
+// loop has not added yet.
+const notCheckedYet = "not checked yet: the work loop is starting"
+
+// startupCheck is the pending check that keeps the process not ready until
+// its start-up (migrations, when enabled) is done and the work loop started.
+const startupCheck = "startup"
+
+// setPending marks name as pending with reason: not ready until add or
+// clearPending.
+func (r *readiness) setPending(name, reason string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.pending[name] = reason
+}
+
+// clearPending removes the pending mark of name.
+func (r *readiness) clearPending(name string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	delete(r.pending, name)
 }
 
 // add adds a check, or replaces the one of the same name.
@@ -103,9 +129,9 @@ func (r *readiness) evaluate(ctx context.Context) readyReport {
 	r.mu.Lock()
 	checks := slices.Clone(r.checks)
 	rep := readyReport{Ready: true, Checks: make(map[string]string, len(checks)+len(r.pending))}
-	for name := range r.pending {
+	for name, reason := range r.pending {
 		rep.Ready = false
-		rep.Checks[name] = "not checked yet: the work loop is starting"
+		rep.Checks[name] = reason
 	}
 	r.mu.Unlock()
 	var mu sync.Mutex
@@ -154,10 +180,12 @@ func (r *readiness) serveHTTP(w http.ResponseWriter, req *http.Request) {
 }
 
 // startAdmin listens on addr and serves /healthz, /readyz and /metrics until
-// shutdown. It also evaluates readiness once a second until the first success,
-// so the start-up log says when the process became ready.
+// shutdown. pending maps the checks that keep the process not ready until
+// they are added (or cleared) to the reason /readyz shows for each. It also
+// evaluates readiness once a second until the first success, so the start-up
+// log says when the process became ready.
 func startAdmin(addr string, log *slog.Logger, reg *prometheus.Registry, draining *atomic.Bool,
-	timeout time.Duration, ready chan struct{}, checks []check, pending []string,
+	timeout time.Duration, ready chan struct{}, checks []check, pending map[string]string,
 ) (*admin, error) {
 	up := prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "dtx_dependency_up",
@@ -165,9 +193,9 @@ func startAdmin(addr string, log *slog.Logger, reg *prometheus.Registry, drainin
 	}, []string{"dependency"})
 	reg.MustRegister(up)
 	rd := &readiness{checks: checks, timeout: timeout, draining: draining, ready: ready, up: up, log: log,
-		pending: map[string]bool{}}
-	for _, name := range pending {
-		rd.pending[name] = true
+		pending: maps.Clone(pending)}
+	if rd.pending == nil {
+		rd.pending = map[string]string{}
 	}
 
 	mux := http.NewServeMux()

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"maps"
 	"net/http"
 	"strings"
 	"sync"
@@ -62,12 +63,20 @@ func (r *running) wait() int {
 
 func runApp(t *testing.T, app App, drain string) *running {
 	t.Helper()
-	env := envOf(map[string]string{
+	return runAppEnv(t, app, drain, nil)
+}
+
+// runAppEnv is runApp with extra environment variables.
+func runAppEnv(t *testing.T, app App, drain string, extra map[string]string) *running {
+	t.Helper()
+	vars := map[string]string{
 		"DTX_DATABASE_URL":  pgtest.URL(),
 		"DTX_KAFKA_BROKERS": strings.Join(kafkatest.Brokers(), ","),
 		"DTX_ADMIN_ADDR":    "127.0.0.1:0",
 		"DTX_DRAIN_TIMEOUT": drain,
-	})
+	}
+	maps.Copy(vars, extra)
+	env := envOf(vars)
 	ctx, cancel := context.WithCancel(context.Background())
 	r := &running{logs: &syncBuffer{}, cancel: cancel, done: make(chan struct{})}
 	go func() {

@@ -20,6 +20,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/vextrus/dtx/pkg/messaging"
+	"github.com/vextrus/dtx/pkg/migrate"
 )
 
 // Exit codes of a dtx binary.
@@ -67,6 +68,9 @@ type App struct {
 	// cancelled (drain), having finished or abandoned its work in flight. A
 	// non-nil error other than ctx's stops the process with ExitFailure.
 	RunFunc func(ctx context.Context, env *Env) error
+
+	// migrateFunc, if set, replaces migrate.UpPool at start-up (tests).
+	migrateFunc func(ctx context.Context, pool *pgxpool.Pool, cfg migrate.Config) error
 }
 
 // Env is what a binary's work loop gets from the process.
@@ -186,7 +190,7 @@ func (p *process) run(sigCtx context.Context) error {
 	admin, err := startAdmin(cfg.AdminAddr, p.log, registry, &p.draining, cfg.ReadyTimeout, ready, []check{
 		{name: "postgres", fn: pool.Ping},
 		{name: "kafka", fn: kafka.Ping},
-	}, p.readyChecks())
+	}, p.pendingChecks())
 	if err != nil {
 		return err
 	}
@@ -227,22 +231,38 @@ func (p *process) run(sigCtx context.Context) error {
 	return errors.Join(workErr, admin.shutdown(shutdownCtx))
 }
 
-// readyChecks returns the checks the work loop will add.
-func (p *process) readyChecks() []string {
-	if p.app.ReadyChecksFunc == nil {
-		return nil
+// pendingChecks returns the checks that keep the process not ready at
+// first, with their reasons: the start-up, done once migrations (when
+// enabled) are applied and the work loop started, and the checks the work
+// loop will add.
+func (p *process) pendingChecks() map[string]string {
+	pending := map[string]string{startupCheck: "the work loop is starting"}
+	if p.cfg.Migrate {
+		pending[startupCheck] = "applying migrations"
 	}
-	return p.app.ReadyChecksFunc()
+	if p.app.ReadyChecksFunc != nil {
+		for _, name := range p.app.ReadyChecksFunc() {
+			pending[name] = notCheckedYet
+		}
+	}
+	return pending
 }
 
 // work applies migrations, waiting for PostgreSQL if needed, then runs the
-// binary's work loop.
+// binary's work loop. Until the work loop starts, /readyz reports the
+// start-up step under startupCheck.
 func (p *process) work(ctx context.Context, env *Env) error {
 	if p.cfg.Migrate {
-		if err := migrateWithRetry(ctx, p.log, env.Pool, p.cfg.Schema); err != nil {
+		status := func(reason string) { env.readiness.setPending(startupCheck, reason) }
+		up := migrate.UpPool
+		if p.app.migrateFunc != nil {
+			up = p.app.migrateFunc
+		}
+		if err := migrateWithRetry(ctx, p.log, env.Pool, p.cfg.Schema, up, status); err != nil {
 			return err
 		}
 	}
+	env.readiness.clearPending(startupCheck)
 	return p.app.RunFunc(ctx, env)
 }
 
