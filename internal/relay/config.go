@@ -89,7 +89,9 @@ type Config struct {
 	MaxBackoff time.Duration
 
 	// ProduceTimeout bounds how long a record may wait for the broker's
-	// acknowledgement (franz-go's RecordDeliveryTimeout) and how long a
+	// acknowledgement (each produce's deadline; the relay disables franz-go's
+	// RecordDeliveryTimeout, which counts from the record's timestamp, the
+	// row's created_at) and how long a
 	// drain waits for the batch in flight. Defaults to DefaultProduceTimeout
 	// (10s); between 1s and 5m.
 	ProduceTimeout time.Duration

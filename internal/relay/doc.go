@@ -29,16 +29,20 @@
 //     and the checkpoint is saved in a transaction that locks the lease row
 //     and checks holder and token (txlog's SaveCheckpointFenced): a replica
 //     that lost its lease moves nothing.
-//   - Rejected rows do not block. A record the broker refuses for good
-//     (too large for the topic, invalid topic, topic authorization denied,
-//     invalid record, ...) and a row whose headers are not a JSON object of
-//     strings are moved to outbox_rejected with the reason, in the
+//   - Rejected rows do not block. A record the broker refuses for a fault
+//     of the record itself (MESSAGE_TOO_LARGE, RECORD_LIST_TOO_LARGE,
+//     CORRUPT_MESSAGE, INVALID_RECORD, or INVALID_TOPIC_EXCEPTION: a topic
+//     name Kafka does not allow) and a row whose headers are not a JSON
+//     object of strings are moved to outbox_rejected with the reason, in the
 //     transaction that moves the checkpoint past them; they are logged and
 //     counted, and the rows after them are published. A rejected row breaks
 //     nothing else: the next rows of its key are still published, in order.
 //     To tell the refused record from the records that shared its
 //     partition, the failed rows of the batch are produced again one at a
-//     time.
+//     time. Nothing else is set aside: see "How it fails".
+//   - Record timestamps. Each record carries its row's created_at (the
+//     database's clock at insert) as its timestamp, so the relay host's
+//     clock decides nothing.
 //
 // # Windows of duplicates
 //
@@ -72,7 +76,9 @@
 // On Config.Registerer: dtx_relay_published_total,
 // dtx_relay_batch_size (histogram, rows per batch),
 // dtx_relay_errors_total{kind} (read, produce, checkpoint, fenced, lease,
-// listen), dtx_relay_rejected_total, dtx_relay_is_leader (1 while this
+// listen), dtx_relay_publish_retries_total{topic,reason} (publishing
+// retried from a row the broker did not accept; reason is the Kafka error's
+// name, "timeout" or "other"), dtx_relay_rejected_total, dtx_relay_is_leader (1 while this
 // replica publishes), dtx_relay_commit_to_ack_seconds (histogram: from the
 // row's created_at, by the database clock, to the acknowledgement, by the
 // relay's clock: skew between the hosts shifts it), and a txlog.Collector
@@ -88,10 +94,27 @@
 //   - Broker down: records time out after ProduceTimeout; the checkpoint
 //     moves up to the first record not acknowledged, and the relay backs
 //     off and publishes again from there when the broker is back.
-//   - A topic that does not exist (and is not created automatically) is
-//     an outage, not a refusal: its rows, and the rows after them, wait
-//     until it is created. So do other errors that are not the row's fault
-//     (cluster authorization, unsupported versions).
+//   - A refusal that is the environment's fault, not the record's, is an
+//     outage, never a rejection: INVALID_TIMESTAMP (the broker's clock and
+//     the row's created_at disagree by more than the topic's
+//     message.timestamp.before.max.ms / after.max.ms; Kafka 4 refuses
+//     records more than an hour ahead by default), TOPIC_AUTHORIZATION_FAILED
+//     and CLUSTER_AUTHORIZATION_FAILED (an ACL missing, or not propagated
+//     yet), UNKNOWN_TOPIC_OR_PARTITION (a topic that does not exist and is
+//     not created automatically), POLICY_VIOLATION, a leader that moved,
+//     unsupported versions, ... The checkpoint moves up to the first row not
+//     acknowledged; that row and every row after it wait, in order, and the
+//     relay publishes again from there with backoff (100ms doubling to
+//     MaxBackoff, with jitter) until the broker accepts. It does so loudly:
+//     dtx_relay_publish_retries_total{topic,reason} counts every retry, and
+//     a WARN naming the topic and the error is logged at most every 10s per
+//     topic and error (with the number of retries not logged since). Nothing
+//     is set aside, so a clock jump or a slow ACL never rolls a topic's rows
+//     into outbox_rejected nor breaks per-key order.
+//   - Records are stamped with created_at, so a backlog published late
+//     carries old timestamps: a topic whose retention is by time deletes
+//     such records sooner after publishing, and records older than its
+//     retention.ms may be deleted at once.
 //   - A checkpoint ahead of the database's transaction ids (a restore from
 //     a logical dump) stops reading with txlog.ErrPositionAhead, logged at
 //     every retry, rather than skip rows; an operator resets the

@@ -10,20 +10,21 @@ import (
 // Kinds of dtx_relay_errors_total.
 const (
 	errKindRead       = "read"       // reading the outbox failed
-	errKindProduce    = "produce"    // the broker did not acknowledge a record in time
+	errKindProduce    = "produce"    // the broker did not acknowledge a record: a timeout, or an error that is not the record's fault
 	errKindCheckpoint = "checkpoint" // saving the checkpoint failed
 	errKindFenced     = "fenced"     // the checkpoint was refused: the lease was lost
 	errKindLease      = "lease"      // acquiring, renewing or releasing the lease failed
 )
 
 type metrics struct {
-	published    prometheus.Counter
-	batchSize    prometheus.Histogram
-	errors       *prometheus.CounterVec
-	rejected     prometheus.Counter
-	isLeader     prometheus.Gauge
-	commitToAck  prometheus.Histogram
-	collectables []prometheus.Collector
+	published      prometheus.Counter
+	batchSize      prometheus.Histogram
+	errors         *prometheus.CounterVec
+	rejected       prometheus.Counter
+	publishRetries *prometheus.CounterVec // by the failed row's topic and retryReason
+	isLeader       prometheus.Gauge
+	commitToAck    prometheus.Histogram
+	collectables   []prometheus.Collector
 }
 
 func newMetrics() *metrics {
@@ -45,6 +46,10 @@ func newMetrics() *metrics {
 			Name: "dtx_relay_rejected_total",
 			Help: "Outbox rows the broker refused for good, moved to outbox_rejected.",
 		}),
+		publishRetries: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "dtx_relay_publish_retries_total",
+			Help: "Publishing retried from a row the broker did not accept, for a reason that is not the row's fault: by the row's topic and the Kafka error (or timeout, other).",
+		}, []string{"topic", "reason"}),
 		isLeader: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "dtx_relay_is_leader",
 			Help: "1 while this replica holds the relay lease and publishes, 0 on standby.",
@@ -58,7 +63,7 @@ func newMetrics() *metrics {
 	for _, k := range []string{errKindRead, errKindProduce, errKindCheckpoint, errKindFenced, errKindLease} {
 		m.errors.WithLabelValues(k)
 	}
-	m.collectables = []prometheus.Collector{m.published, m.batchSize, m.errors, m.rejected, m.isLeader, m.commitToAck}
+	m.collectables = []prometheus.Collector{m.published, m.batchSize, m.errors, m.rejected, m.publishRetries, m.isLeader, m.commitToAck}
 	return m
 }
 

@@ -33,11 +33,13 @@ func rowDest(r *row) []any {
 }
 
 // record builds a row's Kafka record: its topic, key (nil when the row has
-// none), headers sorted by name, and payload as the value. It fails only for
+// none), headers sorted by name, payload as the value, and the row's
+// created_at as its timestamp (so that the relay host's clock, which the
+// client would use otherwise, decides nothing). It fails only for
 // headers that are not a JSON object of strings, which can never be
 // published: the row is rejected.
 func record(r *row) (*kgo.Record, error) {
-	rec := &kgo.Record{Topic: r.Topic, Value: r.Payload}
+	rec := &kgo.Record{Topic: r.Topic, Value: r.Payload, Timestamp: r.CreatedAt}
 	if rec.Value == nil {
 		rec.Value = []byte{}
 	}
@@ -58,21 +60,36 @@ func record(r *row) (*kgo.Record, error) {
 	return rec, nil
 }
 
-// refusedForGood lists the broker's answers that mean "this record, as it
-// is, will never be accepted": the row is moved to outbox_rejected. Other
-// non-retriable errors (authorization of the cluster, unsupported versions,
-// ...) are the relay's or the cluster's fault, not the row's: they are
-// treated as outages and retried, so that a misconfiguration never rejects
-// the whole outbox.
+// refusedForGood lists the broker's answers that are faults of the record
+// itself, so that it will never be accepted as it is: too large, corrupt,
+// invalid, or produced to a topic name Kafka does not allow (the row's topic
+// column). The row is moved to outbox_rejected. Every other error, however
+// final the broker calls it, is the environment's fault (the clock the
+// broker checks timestamps against, authorization of the topic or the
+// cluster, a topic that does not exist, a leader that moved, a policy,
+// unsupported versions, ...): it is retried with backoff, so that a clock
+// jump or a misconfiguration never sets a topic's rows aside nor breaks
+// their order.
 var refusedForGood = []*kerr.Error{
 	kerr.MessageTooLarge,
 	kerr.RecordListTooLarge,
 	kerr.InvalidTopicException,
-	kerr.TopicAuthorizationFailed,
 	kerr.InvalidRecord,
-	kerr.InvalidTimestamp,
-	kerr.PolicyViolation,
 	kerr.CorruptMessage,
+}
+
+// retryReason names err for dtx_relay_publish_retries_total and the retry
+// warning: the Kafka error's name (INVALID_TIMESTAMP,
+// TOPIC_AUTHORIZATION_FAILED, ...), "timeout" for a record the broker did
+// not answer in time, or "other".
+func retryReason(err error) string {
+	if ke, ok := errors.AsType[*kerr.Error](err); ok {
+		return ke.Message
+	}
+	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, kgo.ErrRecordTimeout) || errors.Is(err, errUnanswered) {
+		return "timeout"
+	}
+	return "other"
 }
 
 // isRefusedForGood reports whether err is the broker's final refusal of a
@@ -164,8 +181,9 @@ func (r *Relay) publish(ctx context.Context, cl *kgo.Client, rows []txlog.Row[ro
 }
 
 // produce produces recs (nil entries are skipped) and returns each one's
-// error once the broker answered for all. When ctx is done it waits at most
-// the produce timeout more; records still unanswered then count as failed.
+// error once the broker answered for all, or the produce timeout passed
+// (context.DeadlineExceeded). When ctx is done it waits at most the produce
+// timeout more; records still unanswered then count as failed.
 func (r *Relay) produce(ctx context.Context, cl *kgo.Client, rows []txlog.Row[row], recs []*kgo.Record) []error {
 	var (
 		mu       sync.Mutex
@@ -182,15 +200,22 @@ func (r *Relay) produce(ctx context.Context, cl *kgo.Client, rows []txlog.Row[ro
 	if pending == 0 {
 		return errs
 	}
+	// Not ctx: a record handed to the client is finished (acknowledged,
+	// refused or timed out) even while the relay drains. The deadline is
+	// the records' delivery timeout: franz-go's RecordDeliveryTimeout
+	// counts from a record's timestamp, which is the row's created_at, and
+	// would fail at once any row older than ProduceTimeout.
+	pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), r.cfg.ProduceTimeout)
+	defer cancel()
 	for i, rec := range recs {
 		if rec == nil {
 			continue
 		}
 		created := rows[i].Value.CreatedAt
-		// Not ctx: a record handed to the client is finished (acknowledged,
-		// refused or timed out by RecordDeliveryTimeout) even while the
-		// relay drains.
-		cl.Produce(context.WithoutCancel(ctx), rec, func(_ *kgo.Record, err error) {
+		// franz-go keeps a record's Context once set, and fails the record
+		// when it is done: a record produced again needs this call's.
+		rec.Context = pctx
+		cl.Produce(pctx, rec, func(_ *kgo.Record, err error) {
 			if err == nil {
 				r.m.published.Inc()
 				r.m.commitToAck.Observe(max(time.Since(created).Seconds(), 0))

@@ -45,16 +45,19 @@ type Relay struct {
 // New returns a Relay that reads the outbox with connections of pool and
 // produces with a franz-go client of its own, built from kopts (seed
 // brokers, TLS, SASL, client id, ...) when Run starts. The relay adds, before
-// kopts: kgo.ProducerLinger(0) (a batch is sent as soon as it is produced)
-// and kgo.RecordDeliveryTimeout(cfg.ProduceTimeout); and after kopts, so
-// that they cannot be overridden, franz-go's default partitioner
-// (kgo.StickyKeyPartitioner(nil): murmur2 of the key, as dtx's Kafka
-// Pub/Sub and the Java client), acks=all and
-// kgo.AllowIdempotentProduceCancellation. The last lets ProduceTimeout fail
-// records whose request may have been sent (a broker that is down, a
-// connection that broke): without it, franz-go waits for such records for
-// as long as the outage lasts, and the relay could neither back off nor
-// drain within a bound. The cost is the one the relay pays anyway: a record
+// kopts: kgo.ProducerLinger(0) (a batch is sent as soon as it is produced);
+// and after kopts, so that they cannot be overridden, franz-go's default
+// partitioner (kgo.StickyKeyPartitioner(nil): murmur2 of the key, as dtx's
+// Kafka Pub/Sub and the Java client), acks=all,
+// kgo.RecordDeliveryTimeout(0) and kgo.AllowIdempotentProduceCancellation.
+// Records are stamped with their row's created_at, and franz-go's delivery
+// timeout counts from a record's timestamp, so it would fail at once every
+// row older than it: the relay bounds each produce with a context deadline
+// of cfg.ProduceTimeout instead. AllowIdempotentProduceCancellation lets
+// that deadline fail records whose request may have been sent (a broker
+// that is down, a connection that broke): without it, franz-go waits for
+// such records for as long as the outage lasts, and the relay could neither
+// back off nor drain within a bound. The cost is the one the relay pays anyway: a record
 // that failed so may still have been written, and is published again
 // (at-least-once; the client bumps its producer epoch first, so no old
 // request lands after the new ones). Do not pass kgo.DisableIdempotentWrite:
@@ -100,11 +103,11 @@ func New(pool *pgxpool.Pool, kopts []kgo.Opt, cfg Config) (*Relay, error) {
 			return nil, err
 		}
 	}
-	opts := make([]kgo.Opt, 0, len(kopts)+5)
-	opts = append(opts, kgo.ProducerLinger(0), kgo.RecordDeliveryTimeout(cfg.ProduceTimeout))
+	opts := make([]kgo.Opt, 0, len(kopts)+6)
+	opts = append(opts, kgo.ProducerLinger(0))
 	opts = append(opts, kopts...)
 	opts = append(opts, kgo.RecordPartitioner(kgo.StickyKeyPartitioner(nil)), kgo.RequiredAcks(kgo.AllISRAcks()),
-		kgo.AllowIdempotentProduceCancellation())
+		kgo.RecordDeliveryTimeout(0), kgo.AllowIdempotentProduceCancellation())
 	return &Relay{pool: pool, kopts: opts, cfg: cfg, q: q, reader: reader, pruner: pruner, m: m}, nil
 }
 
@@ -166,6 +169,7 @@ func (r *Relay) loop(ctx context.Context, cl *kgo.Client, l *lease, w *txlog.Sub
 		after      txlog.Position
 		registered bool
 		backoff    = minBackoff
+		warned     = retryWarnings{last: map[[2]string]time.Time{}, skipped: map[[2]string]int{}}
 	)
 	fail := func(kind, msg string, err error) {
 		r.m.errors.WithLabelValues(kind).Inc()
@@ -232,7 +236,17 @@ func (r *Relay) loop(ctx context.Context, cl *kgo.Client, l *lease, w *txlog.Sub
 			}
 			if out.err != nil {
 				if ctx.Err() == nil {
-					fail(errKindProduce, fmt.Sprintf("publishing failed at row %s; retrying from there", b.Rows[out.done].Position), out.err)
+					failed := b.Rows[out.done]
+					reason := retryReason(out.err)
+					r.m.publishRetries.WithLabelValues(failed.Value.Topic, reason).Inc()
+					if n, ok := warned.allow(failed.Value.Topic, reason, time.Now()); ok {
+						r.cfg.Logger.Warn("relay: publishing failed; retrying from the failed row, nothing is set aside",
+							"topic", failed.Value.Topic, "reason", reason, "position", failed.Position.String(),
+							"retry_in", backoff.String(), "retries_not_logged", n, "err", out.err)
+					}
+					r.m.errors.WithLabelValues(errKindProduce).Inc()
+					wait.Sleep(ctx, jitter(backoff))
+					backoff = min(backoff*2, r.cfg.MaxBackoff)
 				} else {
 					r.m.errors.WithLabelValues(errKindProduce).Inc()
 				}
@@ -266,4 +280,29 @@ func (r *Relay) save(ctx context.Context, l *lease, token int64, end txlog.Posit
 		}
 		return nil
 	})
+}
+
+// retryWarnEvery is how often, at most, the relay warns about failed
+// publishing of one topic for one reason; the retries in between are
+// counted in the next warning and in dtx_relay_publish_retries_total.
+const retryWarnEvery = 10 * time.Second
+
+// retryWarnings rate-limits the warnings about publishing retries, per
+// topic and reason. It belongs to the loop's goroutine.
+type retryWarnings struct {
+	last    map[[2]string]time.Time
+	skipped map[[2]string]int
+}
+
+// allow reports whether a warning about topic and reason may be logged at
+// now, and how many were not logged since the last one.
+func (w *retryWarnings) allow(topic, reason string, now time.Time) (int, bool) {
+	k := [2]string{topic, reason}
+	if last, ok := w.last[k]; ok && now.Sub(last) < retryWarnEvery {
+		w.skipped[k]++
+		return 0, false
+	}
+	n := w.skipped[k]
+	w.last[k], w.skipped[k] = now, 0
+	return n, true
 }
