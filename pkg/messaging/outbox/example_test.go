@@ -2,8 +2,6 @@ package outbox_test
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"fmt"
 	"os"
 
@@ -68,31 +66,12 @@ func ExampleOutbox_WriteEnvelopes() {
 // pool's connections use the schema as their search_path; cleanup drops the
 // schema and closes the pool.
 func exampleDatabase(ctx context.Context) (*pgxpool.Pool, string, func(), error) {
-	url := os.Getenv("DTX_DATABASE_URL")
-	if url == "" {
-		url = "postgres://dtx:dtx@127.0.0.1:5432/dtx?sslmode=disable"
-	}
-	suffix := make([]byte, 8)
-	_, _ = rand.Read(suffix)
-	schema := "example_" + hex.EncodeToString(suffix)
-
-	cfg, err := pgxpool.ParseConfig(url)
+	db, err := migrate.NewTempSchema(ctx, os.Getenv("DTX_DATABASE_URL"), "example_")
 	if err != nil {
 		return nil, "", nil, err
 	}
-	cfg.ConnConfig.RuntimeParams["search_path"] = schema
-	pool, err := pgxpool.NewWithConfig(ctx, cfg)
-	if err != nil {
-		return nil, "", nil, err
-	}
-	cleanup := func() {
-		_, _ = pool.Exec(context.WithoutCancel(ctx), "DROP SCHEMA IF EXISTS "+pgx.Identifier{schema}.Sanitize()+" CASCADE")
-		pool.Close()
-	}
-	if err := migrate.UpPool(ctx, pool, migrate.Config{Schema: schema}); err != nil {
-		cleanup()
-		return nil, "", nil, err
-	}
+	pool, schema := db.Pool, db.Name
+	cleanup := func() { _ = db.Close(context.WithoutCancel(ctx)) }
 	if _, err := pool.Exec(ctx, "CREATE TABLE orders (id text PRIMARY KEY, status text NOT NULL)"); err != nil {
 		cleanup()
 		return nil, "", nil, err
