@@ -36,6 +36,7 @@ type relayOpts struct {
 	brokers       string
 	batchSize     int
 	leaseDuration time.Duration
+	env           []string // more KEY=value settings
 }
 
 // relayProc is a running outbox-relay binary.
@@ -71,6 +72,7 @@ func startRelay(t *testing.T, o relayOpts) *relayProc {
 		"DTX_DRAIN_TIMEOUT=15s",
 		"DTX_INSTANCE_ID=" + o.name,
 	}
+	cmd.Env = append(cmd.Env, o.env...)
 	return startProcess(t, o.name, cmd)
 }
 
