@@ -18,6 +18,9 @@
 #   DTX_DEV_KAFKA=apache                 Apache Kafka or fail
 #   CI=true, DTX_REQUIRE_APACHE_KAFKA=1  Apache Kafka or fail
 #   DTX_DEV_KAFKA_PORT (9092), DTX_DEV_KAFKA_CONTROLLER_PORT (9093)
+#   DTX_DEV_KAFKA_SCRAM_PORT (9094)     Apache Kafka's SASL SCRAM listener; its
+#                                        address, user and password file go in
+#                                        .dev/env as DTX_DEV_KAFKA_SCRAM_*
 #   DTX_DEV_KAFKA_START_TIMEOUT          seconds to wait for the broker (90)
 set -euo pipefail
 
@@ -40,5 +43,8 @@ kafka_up
 write_env_file "$DTX_DEV/env" \
 	"DTX_DATABASE_URL=$DTX_DATABASE_URL" \
 	"DTX_KAFKA_BROKERS=$DTX_KAFKA_BROKERS" \
-	"DTX_KAFKA_KIND=$DTX_KAFKA_KIND"
+	"DTX_KAFKA_KIND=$DTX_KAFKA_KIND" \
+	${DTX_DEV_KAFKA_SCRAM_BROKERS:+"DTX_DEV_KAFKA_SCRAM_BROKERS=$DTX_DEV_KAFKA_SCRAM_BROKERS"} \
+	${DTX_DEV_KAFKA_SCRAM_BROKERS:+"DTX_DEV_KAFKA_SCRAM_USERNAME=$DTX_DEV_KAFKA_SCRAM_USERNAME"} \
+	${DTX_DEV_KAFKA_SCRAM_BROKERS:+"DTX_DEV_KAFKA_SCRAM_PASSWORD_FILE=$DTX_DEV_KAFKA_SCRAM_PASSWORD_FILE"}
 note "wrote .dev/env (load it with: . .dev/env)"

@@ -6,11 +6,17 @@
 //	dtxctl migrate down   [--steps N | --all] [--database-url URL] [--schema NAME]
 //	dtxctl migrate status [--database-url URL] [--schema NAME]
 //	dtxctl saga start     SAGA_NAME (--data JSON | --data-file F) --definitions DIR [--schemas DIR ...] [--version N] [--trigger-type T] [--message-id ID] [--json]
-//	dtxctl saga list      [--status S] [--definition NAME] [--limit N] [--json]
-//	dtxctl saga show      <saga-id> [--definitions DIR] [--json]
-//	dtxctl saga retry     <saga-id> --definitions DIR [--reason TEXT]
-//	dtxctl saga abort     <saga-id> --definitions DIR [--reason TEXT]
-//	dtxctl saga compensate <saga-id> --definitions DIR [--reason TEXT]
+//	dtxctl saga list      [--status S] [--definition NAME] [--limit N] [--json] [--operator-url URL --operator-token-file F]
+//	dtxctl saga show      <saga-id> [--definitions DIR] [--json] [--operator-url URL --operator-token-file F]
+//	dtxctl saga retry     <saga-id> --reason TEXT [--by NAME] (--definitions DIR | --operator-url URL --operator-token-file F)
+//	dtxctl saga abort     <saga-id> --reason TEXT [--by NAME] (--definitions DIR | --operator-url URL --operator-token-file F)
+//	dtxctl saga compensate <saga-id> --reason TEXT [--by NAME] (--definitions DIR | --operator-url URL --operator-token-file F)
+//	dtxctl dlq list       [--topic T ...] [--original-topic T] [--id ID] [--reason TEXT] [--since T] [--until T] [--limit N] [--json]
+//	dtxctl dlq show       <[TOPIC/]PARTITION:OFFSET | MESSAGE-ID> [--topic T] [--json]
+//	dtxctl dlq replay     (filters as for list | --all) [--dry-run] [--limit N] [--json]
+//	dtxctl outbox rejected list    [--topic T] [--reason TEXT] [--since T] [--until T] [--limit N] [--json]
+//	dtxctl outbox rejected requeue (ID... | --all [filters])
+//	dtxctl outbox rejected delete  (ID... | --all [filters]) --yes
 //
 // `migrate up` applies every pending migration, creating the schema if it
 // does not exist; `migrate down` rolls back the last migration, the last N or
@@ -36,8 +42,35 @@
 // orchestrator's own transition path (package saga/orchestrator: the saga is
 // locked, its commands go through the outbox, the timeline records it); they
 // need the definitions the orchestrator runs (--definitions, DTX_DEFINITIONS)
-// and work whether or not an orchestrator is running. The orchestrator also
-// serves the same operations over HTTP on its admin address under /sagas.
+// and work whether or not an orchestrator is running; the timeline records
+// --reason and who (--by, default $USER). With --operator-url
+// (DTX_OPERATOR_URL) every saga command but start goes through the
+// orchestrator's operator API instead, with the bearer token of
+// --operator-token-file (DTX_OPERATOR_TOKEN_FILE); docs/operations.md
+// describes it.
+//
+// `dlq list` and `dlq show` read dead-letter topics ("<topic>.dlq", where a
+// consumer puts a message it fails on for good, with the headers
+// dtx_dlq_reason, dtx_dlq_original_topic, ..._partition, ..._offset,
+// ..._consumer_group and dtx_dlq_time) from their start, or from --since,
+// up to the end offsets they had when the command started; they never wait
+// for more. By default they read the dead-letter topic of the orchestrator's
+// reply topic (--topic-prefix, --reply-topic) and, with --definitions, those
+// of the trigger topics; --topic names others. `dlq replay` publishes the
+// selected dead letters to their original topic with their key, value and
+// headers, without the dead-letter headers and with dtx_replayed_at and
+// dtx_replayed_from: the message id is unchanged, so a consumer that applied
+// it already ignores it (inbox). It refuses without a filter unless --all,
+// and publishes nothing when an original topic is unknown or missing.
+// Replaying does not remove the dead letter: Kafka cannot delete a record.
+//
+// `outbox rejected list` shows the outbox rows the relay set aside in
+// outbox_rejected (refused by the broker for good), in their original order;
+// their id is their outbox position. `requeue` moves rows back into the
+// outbox as new rows, in their original order and in one transaction, taking
+// the outbox's key locks first, so that the relay publishes them; `delete`
+// removes rows for good and needs --yes. docs/dead-letters.md describes
+// both places and when to use what.
 //
 // `dtxctl --help` and `dtxctl migrate COMMAND
 // --help` describe every command and flag.

@@ -15,6 +15,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/vextrus/dtx/internal/service"
 	"github.com/vextrus/dtx/pkg/migrate"
@@ -74,6 +75,8 @@ func commands() *command {
 			},
 			sagaCommands(),
 			topicsCommands(),
+			dlqCommands(),
+			outboxCommands(),
 		},
 	}
 }
@@ -108,13 +111,19 @@ func run(ctx context.Context, args []string, env lookupEnvFunc, stdout, stderr i
 	}
 
 	err := cmd.run(ctx, &cmdIO{stdout: stdout, stderr: stderr, env: env, path: path}, rest)
-	var exited exitError
+	var (
+		exited  exitError
+		invalid settingsError
+	)
 	switch {
 	case err == nil:
 		return exitOK
 	case errors.Is(err, flag.ErrHelp):
 		return exitOK
 	case errors.Is(err, errUsage):
+		return exitUsage
+	case errors.As(err, &invalid):
+		printSettingsError(stderr, path, invalid.err)
 		return exitUsage
 	case errors.As(err, &exited):
 		return exited.code
@@ -141,8 +150,8 @@ func printGroupHelp(w io.Writer, cmd *command, path string) {
 	fmt.Fprintf(w, "\nRun \"%s COMMAND --help\" for the flags of one command.\n\n"+
 		"Settings shared by the commands that use the database (a flag wins over its variable):\n"+
 		"  --database-url  env DTX_DATABASE_URL, default %s\n"+
-		"  --schema        env DTX_SCHEMA, default %s\n",
-		path, service.RedactURL(defaultDatabaseURL), migrate.DefaultSchema)
+		"  --schema        env DTX_SCHEMA, default %s\n\n%s\n",
+		path, service.RedactURL(defaultDatabaseURL), migrate.DefaultSchema, securedConnectionsHelp)
 }
 
 // setting is a flag that its environment variable sets when the flag is not
@@ -238,12 +247,17 @@ func (f *flags) printHelp(w io.Writer, path string) {
 		}
 		fmt.Fprintf(w, "  %s\n      %s\n      (%s, default %s)\n", strings.TrimSpace("--"+fl.Name+" "+arg), usage, env, def)
 	})
+	if f.fs.Lookup("kafka-sasl-password-file") != nil || f.fs.Lookup("database-password-file") != nil {
+		fmt.Fprintf(w, "\n%s\n", securedConnectionsHelp)
+	}
 }
 
 // dbSettings are the settings of every command that talks to PostgreSQL.
 type dbSettings struct {
 	databaseURL string
 	schema      string
+	// sec holds --database-url-file and --database-password-file.
+	sec service.Security
 }
 
 const defaultDatabaseURL = "postgres://dtx:dtx@127.0.0.1:5432/dtx?sslmode=disable"
@@ -253,16 +267,39 @@ func (d *dbSettings) register(f *flags) {
 	f.env("database-url", "DTX_DATABASE_URL", true)
 	f.fs.StringVar(&d.schema, "schema", migrate.DefaultSchema, "`NAME` of the PostgreSQL schema that holds dtx's tables")
 	f.env("schema", "DTX_SCHEMA", false)
+	for _, name := range d.sec.RegisterDatabaseFlags(f.fs) {
+		f.env(name, service.EnvName(name), false)
+	}
 }
 
+// validate checks the settings before connecting, reading the files they
+// name; --database-url-file replaces the connection string. Its error is a
+// settingsError: exit status 2.
 func (d *dbSettings) validate() error {
+	var errs []error
+	u, err := d.sec.ResolveDatabaseURL(d.databaseURL)
+	d.databaseURL = u
+	if err != nil {
+		errs = append(errs, err)
+	}
 	if strings.TrimSpace(d.databaseURL) == "" {
-		return errors.New("--database-url (DTX_DATABASE_URL) is empty")
+		errs = append(errs, errors.New("--database-url (DTX_DATABASE_URL) is empty"))
 	}
 	if err := migrate.ValidateSchemaName(d.schema); err != nil {
-		return fmt.Errorf("--schema (DTX_SCHEMA): %w", err)
+		errs = append(errs, fmt.Errorf("--schema (DTX_SCHEMA): %w", err))
+	}
+	if len(errs) > 0 {
+		return settingsError{errors.Join(errs...)}
 	}
 	return nil
+}
+
+// urlSetting names where the connection string came from.
+func (d *dbSettings) urlSetting() string {
+	if d.sec.DatabaseURLFile != "" {
+		return "--database-url-file (DTX_DATABASE_URL_FILE)"
+	}
+	return "--database-url (DTX_DATABASE_URL)"
 }
 
 // connect opens a connection to the database. Its errors never contain the
@@ -270,16 +307,38 @@ func (d *dbSettings) validate() error {
 func (d *dbSettings) connect(ctx context.Context) (*pgx.Conn, error) {
 	cfg, err := pgx.ParseConfig(d.databaseURL)
 	if err != nil {
-		return nil, fmt.Errorf("--database-url (DTX_DATABASE_URL): %w", err)
+		return nil, fmt.Errorf("%s: %w", d.urlSetting(), err)
 	}
 	if cfg.ConnectTimeout == 0 {
 		cfg.ConnectTimeout = connectTimeout
+	}
+	if err := d.sec.SetDatabasePassword(cfg); err != nil {
+		return nil, err
 	}
 	conn, err := pgx.ConnectConfig(ctx, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("connect to PostgreSQL at %s: %w", service.RedactURL(d.databaseURL), err)
 	}
 	return conn, nil
+}
+
+// pool opens a pool on the database whose connections read the password of
+// --database-password-file anew. Like connect, its errors never contain the
+// password.
+func (d *dbSettings) pool(ctx context.Context) (*pgxpool.Pool, error) {
+	cfg, err := pgxpool.ParseConfig(d.databaseURL)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", d.urlSetting(), err)
+	}
+	if cfg.ConnConfig.ConnectTimeout == 0 {
+		cfg.ConnConfig.ConnectTimeout = connectTimeout
+	}
+	d.sec.ApplyDatabasePassword(cfg)
+	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("connect to PostgreSQL at %s: %w", service.RedactURL(d.databaseURL), err)
+	}
+	return pool, nil
 }
 
 // withConn connects, calls fn and closes the connection.

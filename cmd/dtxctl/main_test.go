@@ -131,31 +131,36 @@ func TestErrors(t *testing.T) {
 		env  map[string]string
 		args []string
 		want string
+		code int
 	}{
 		"bad schema": {
 			env:  map[string]string{"DTX_SCHEMA": `x"; DROP SCHEMA public; --`},
 			args: []string{"migrate", "up"},
 			want: "DTX_SCHEMA",
+			code: exitUsage,
 		},
 		"unreachable database": {
 			env:  map[string]string{"DTX_DATABASE_URL": "postgres://dtx:s3cret@127.0.0.1:1/dtx?connect_timeout=2"},
 			args: []string{"migrate", "status"},
 			want: "connect to PostgreSQL at postgres://dtx:xxxxx@127.0.0.1:1/dtx",
+			code: exitFailure,
 		},
 		"unreachable database, key=value": {
 			args: []string{"migrate", "status", "--database-url", "host=127.0.0.1 port=1 user=dtx password=s3cret connect_timeout=2"},
 			want: "password=xxxxx",
+			code: exitFailure,
 		},
 		"unparsable connection string": {
 			env:  map[string]string{"DTX_DATABASE_URL": "postgres://dtx:s3cret@127.0.0.1:5432/dtx?sslmode=bogus"},
 			args: []string{"migrate", "up"},
 			want: "DTX_DATABASE_URL",
+			code: exitUsage,
 		},
 	} {
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()
 			r := dtxctl(t, tc.env, tc.args...)
-			require.Equal(t, exitFailure, r.code)
+			require.Equal(t, tc.code, r.code, "settings that cannot be used exit 2, before connecting; a failed connection 1")
 			require.Empty(t, r.stdout)
 			require.True(t, strings.HasPrefix(r.stderr, "dtxctl migrate "), r.stderr)
 			require.Contains(t, r.stderr, tc.want)

@@ -9,18 +9,19 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net/http"
+	"net/url"
 	"os"
 	"slices"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
-	"github.com/vextrus/dtx/internal/service"
 	"github.com/vextrus/dtx/pkg/messaging"
 	"github.com/vextrus/dtx/pkg/messaging/kafka"
 	"github.com/vextrus/dtx/pkg/saga"
@@ -61,17 +62,20 @@ func sagaID(cio *cmdIO, args []string) (string, []string, error) {
 func runSagaList(ctx context.Context, cio *cmdIO, args []string) error {
 	var (
 		db         dbSettings
+		api        operatorSettings
 		status     string
 		definition string
 		limit      int
 		asJSON     bool
 	)
-	f := newFlags(cio, "List sagas, most recently updated first. It changes nothing.", "[flags]")
+	f := newFlags(cio, "List sagas, most recently updated first, from the database or, with --operator-url,\n"+
+		"from the orchestrator's operator API. It changes nothing.", "[flags]")
 	f.fs.StringVar(&status, "status", "", "keep sagas in this `STATUS` (running, compensating, completed, compensated, failed)")
 	f.fs.StringVar(&definition, "definition", "", "keep sagas of this definition `NAME`")
 	f.fs.IntVar(&limit, "limit", 50, "show at most `N` sagas (1..1000)")
 	f.fs.BoolVar(&asJSON, "json", false, "print JSON instead of a table")
 	db.register(f)
+	api.register(f)
 	if err := f.parse(cio, args); err != nil {
 		return err
 	}
@@ -83,13 +87,7 @@ func runSagaList(ctx context.Context, cio *cmdIO, args []string) error {
 		fmt.Fprintf(cio.stderr, "%s: --limit %d is outside 1..1000\n", cio.path, limit)
 		return errUsage
 	}
-	return db.withConn(ctx, func(conn *pgx.Conn) error {
-		list, err := orchestrator.List(ctx, conn, db.schema, orchestrator.ListParams{
-			Status: saga.Status(status), Definition: definition, Limit: limit,
-		})
-		if err != nil {
-			return err
-		}
+	output := func(list []orchestrator.Summary) error {
 		if asJSON {
 			return printJSON(cio.stdout, list)
 		}
@@ -100,6 +98,33 @@ func runSagaList(ctx context.Context, cio *cmdIO, args []string) error {
 				dash(s.Step), s.Attempt, s.UpdatedAt.UTC().Format(time.RFC3339), s.Reason)
 		}
 		return w.Flush()
+	}
+	if api.on() {
+		c, err := api.client()
+		if err != nil {
+			return err
+		}
+		q := url.Values{"limit": {strconv.Itoa(limit)}}
+		if status != "" {
+			q.Set("status", status)
+		}
+		if definition != "" {
+			q.Set("definition", definition)
+		}
+		var list []orchestrator.Summary
+		if err := c.do(ctx, http.MethodGet, "?"+q.Encode(), nil, &list); err != nil {
+			return err
+		}
+		return output(list)
+	}
+	return db.withConn(ctx, func(conn *pgx.Conn) error {
+		list, err := orchestrator.List(ctx, conn, db.schema, orchestrator.ListParams{
+			Status: saga.Status(status), Definition: definition, Limit: limit,
+		})
+		if err != nil {
+			return err
+		}
+		return output(list)
 	})
 }
 
@@ -110,17 +135,39 @@ func runSagaShow(ctx context.Context, cio *cmdIO, args []string) error {
 	}
 	var (
 		db          dbSettings
+		api         operatorSettings
 		definitions string
 		asJSON      bool
 	)
 	f := newFlags(cio, "Show one saga: its status, what it waits for now, its data and its timeline\n"+
-		"(each step's attempts, with time, outcome and error). It changes nothing.", "<saga-id> [flags]")
-	f.fs.StringVar(&definitions, "definitions", "", "`DIR` of saga definitions, to name the step a saga waits for (optional)")
+		"(each step's attempts, with time, outcome and error; operators' entries with who\n"+
+		"and why), from the database or, with --operator-url, from the orchestrator's\n"+
+		"operator API. It changes nothing.", "<saga-id> [flags]")
+	f.fs.StringVar(&definitions, "definitions", "", "`DIR` of saga definitions, to name the step a saga waits for (optional; not used with --operator-url)")
 	f.env("definitions", "DTX_DEFINITIONS", false)
 	f.fs.BoolVar(&asJSON, "json", false, "print JSON instead of text")
 	db.register(f)
+	api.register(f)
 	if err := f.parse(cio, args); err != nil {
 		return err
+	}
+	output := func(d orchestrator.Detail) error {
+		if asJSON {
+			return printJSON(cio.stdout, d)
+		}
+		printDetail(cio.stdout, d)
+		return nil
+	}
+	if api.on() {
+		c, err := api.client()
+		if err != nil {
+			return err
+		}
+		var d orchestrator.Detail
+		if err := c.do(ctx, http.MethodGet, "/"+url.PathEscape(id), nil, &d); err != nil {
+			return err
+		}
+		return output(d)
 	}
 	var reg *saga.Registry
 	if definitions != "" {
@@ -133,11 +180,7 @@ func runSagaShow(ctx context.Context, cio *cmdIO, args []string) error {
 		if err != nil {
 			return err
 		}
-		if asJSON {
-			return printJSON(cio.stdout, d)
-		}
-		printDetail(cio.stdout, d)
-		return nil
+		return output(d)
 	})
 }
 
@@ -157,14 +200,14 @@ func printDetail(out io.Writer, d orchestrator.Detail) {
 	}
 	fmt.Fprintln(out, "\ntimeline:")
 	w := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(w, "TIME\tSTEP\tPHASE\tATTEMPT\tOUTCOME\tREPLY\tDETAIL")
+	fmt.Fprintln(w, "TIME\tSTEP\tPHASE\tATTEMPT\tOUTCOME\tREPLY\tBY\tDETAIL")
 	for _, e := range d.Timeline {
 		attempt := "-"
 		if e.Attempt > 0 {
 			attempt = fmt.Sprint(e.Attempt)
 		}
-		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", e.At.UTC().Format("15:04:05.000"), dash(e.Step), dash(e.Phase),
-			attempt, e.Outcome, dash(e.ReplyType), e.Detail)
+		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", e.At.UTC().Format("15:04:05.000"), dash(e.Step), dash(e.Phase),
+			attempt, e.Outcome, dash(e.ReplyType), dash(e.Actor), e.Detail)
 	}
 	_ = w.Flush()
 }
@@ -178,19 +221,28 @@ func operation(op orchestrator.Operation) func(ctx context.Context, cio *cmdIO, 
 		}
 		var (
 			db          dbSettings
+			api         operatorSettings
 			definitions string
 			reason      string
+			by          string
 			prefix      string
 			replyTopic  string
 			eventTopic  string
 			schemaDirs  stringList
 		)
-		f := newFlags(cio, fmt.Sprintf("Apply %q to one saga, in one transaction through the orchestrator's own\n"+
-			"transition path (the saga is locked, commands go through the outbox, the\n"+
-			"timeline records it). It needs the saga's definition version.", op), "<saga-id> [flags]")
-		f.fs.StringVar(&definitions, "definitions", "", "`DIR` of saga definitions (required): the orchestrator's")
+		defaultBy := "dtxctl"
+		if u, ok := cio.env("USER"); ok && u != "" {
+			defaultBy = u
+		}
+		f := newFlags(cio, fmt.Sprintf("Apply %q to one saga. With --operator-url, through the orchestrator's operator\n"+
+			"API (with the token of --operator-token-file); else in one transaction of its own\n"+
+			"through the orchestrator's transition path (the saga is locked, commands go\n"+
+			"through the outbox), which needs the saga's definition version (--definitions).\n"+
+			"Either way the timeline records who (--by, or the token's name) and why (--reason).", op), "<saga-id> --reason TEXT [flags]")
+		f.fs.StringVar(&reason, "reason", "", "why, for the saga's timeline (required)")
+		f.fs.StringVar(&by, "by", defaultBy, "who operates, for the saga's timeline (the operator API records a named token's name first)")
+		f.fs.StringVar(&definitions, "definitions", "", "`DIR` of saga definitions (required without --operator-url): the orchestrator's")
 		f.env("definitions", "DTX_DEFINITIONS", false)
-		f.fs.StringVar(&reason, "reason", "", "why, for the timeline (default \"by operator\")")
 		// The commands and events an operation writes name the orchestrator's
 		// reply and event topics: they must be the running orchestrator's.
 		f.fs.StringVar(&prefix, "topic-prefix", "", "`PREFIX` of the built-in topic names, as given to the orchestrator")
@@ -202,40 +254,34 @@ func operation(op orchestrator.Operation) func(ctx context.Context, cio *cmdIO, 
 		f.fs.Var(&schemaDirs, "schemas", "`DIR` of JSON Schemas besides dtx's own, to validate the commands written; repeatable, or comma-separated")
 		f.env("schemas", "DTX_SCHEMAS", false)
 		db.register(f)
+		api.register(f)
 		if err := f.parse(cio, args); err != nil {
 			return err
 		}
-		if definitions == "" {
-			fmt.Fprintf(cio.stderr, "%s: --definitions (DTX_DEFINITIONS) is required\n", cio.path)
+		reason, by = strings.TrimSpace(reason), strings.TrimSpace(by)
+		if reason == "" {
+			fmt.Fprintf(cio.stderr, "%s: --reason is required: say why, for the saga's timeline\n", cio.path)
 			return errUsage
 		}
-		reg, err := loadDefinitions(definitions)
-		if err != nil {
-			return err
+		if len(reason) > orchestrator.MaxReasonLength {
+			fmt.Fprintf(cio.stderr, "%s: --reason has %d bytes, at most %d\n", cio.path, len(reason), orchestrator.MaxReasonLength)
+			return errUsage
 		}
-		if err := db.validate(); err != nil {
-			return err
-		}
-		pool, err := pgxpool.New(ctx, db.databaseURL)
-		if err != nil {
-			return fmt.Errorf("connect to PostgreSQL at %s: %w", service.RedactURL(db.databaseURL), err)
-		}
-		defer pool.Close()
-		schemaReg, err := startSchemas(schemaDirs)
-		if err != nil {
-			return err
-		}
-		names := saga.Names(prefix)
-		o, err := orchestrator.New(pool, orchestrator.Config{
-			Schema: db.schema, Definitions: reg, Schemas: schemaReg, Logger: logger(cio.stderr),
-			ReplyTopic: cmp.Or(replyTopic, names.Replies), EventTopic: cmp.Or(eventTopic, names.Events),
-		})
-		if err != nil {
-			return err
-		}
-		st, err := o.Operate(ctx, id, op, reason)
-		if err != nil {
-			return err
+		var st saga.State
+		if api.on() {
+			c, err := api.client()
+			if err != nil {
+				return err
+			}
+			body := orchestrator.OperationRequest{Reason: reason, By: by}
+			if err := c.do(ctx, http.MethodPost, "/"+url.PathEscape(id)+"/"+string(op), body, &st); err != nil {
+				return err
+			}
+		} else {
+			if st, err = operateInDatabase(ctx, cio, db, definitions, schemaDirs, prefix, replyTopic, eventTopic,
+				id, op, orchestrator.OperateParams{Reason: reason, Actor: by}); err != nil {
+				return err
+			}
 		}
 		fmt.Fprintf(cio.stdout, "saga %s: %s, now %s", id, op, st.Status)
 		if st.Reason != "" {
@@ -244,6 +290,143 @@ func operation(op orchestrator.Operation) func(ctx context.Context, cio *cmdIO, 
 		fmt.Fprintln(cio.stdout)
 		return nil
 	}
+}
+
+// operateInDatabase applies op to saga id with an orchestrator of its own
+// on the database.
+func operateInDatabase(ctx context.Context, cio *cmdIO, db dbSettings, definitions string, schemaDirs []string,
+	prefix, replyTopic, eventTopic, id string, op orchestrator.Operation, p orchestrator.OperateParams,
+) (saga.State, error) {
+	if definitions == "" {
+		fmt.Fprintf(cio.stderr, "%s: --definitions (DTX_DEFINITIONS) is required without --operator-url (DTX_OPERATOR_URL)\n", cio.path)
+		return saga.State{}, errUsage
+	}
+	reg, err := loadDefinitions(definitions)
+	if err != nil {
+		return saga.State{}, err
+	}
+	if err := db.validate(); err != nil {
+		return saga.State{}, err
+	}
+	pool, err := db.pool(ctx)
+	if err != nil {
+		return saga.State{}, err
+	}
+	defer pool.Close()
+	schemaReg, err := startSchemas(schemaDirs)
+	if err != nil {
+		return saga.State{}, err
+	}
+	names := saga.Names(prefix)
+	o, err := orchestrator.New(pool, orchestrator.Config{
+		Schema: db.schema, Definitions: reg, Schemas: schemaReg, Logger: logger(cio.stderr),
+		ReplyTopic: cmp.Or(replyTopic, names.Replies), EventTopic: cmp.Or(eventTopic, names.Events),
+	})
+	if err != nil {
+		return saga.State{}, err
+	}
+	return o.Operate(ctx, id, op, p)
+}
+
+// operatorSettings are the settings of the saga commands that may talk to
+// the orchestrator's operator API instead of the database.
+type operatorSettings struct {
+	url       string
+	tokenFile string
+}
+
+func (s *operatorSettings) register(f *flags) {
+	f.fs.StringVar(&s.url, "operator-url", "", "base `URL` of the orchestrator's operator API (its --operator-addr, e.g. http://127.0.0.1:8084); "+
+		"set, the command talks to it instead of the database")
+	f.env("operator-url", "DTX_OPERATOR_URL", false)
+	f.fs.StringVar(&s.tokenFile, "operator-token-file", "", "`FILE` holding the operator API's bearer token, as the orchestrator's token file "+
+		"(its first token is sent; a name:token line sends the token)")
+	f.env("operator-token-file", "DTX_OPERATOR_TOKEN_FILE", false)
+}
+
+func (s *operatorSettings) on() bool { return s.url != "" }
+
+// operatorTimeout bounds one request to the operator API.
+const operatorTimeout = 30 * time.Second
+
+// client checks the settings and returns a client of the API.
+func (s *operatorSettings) client() (*operatorClient, error) {
+	u, err := url.Parse(s.url)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return nil, fmt.Errorf("--operator-url (DTX_OPERATOR_URL) %q is not an http:// or https:// URL", s.url)
+	}
+	c := &operatorClient{base: strings.TrimSuffix(u.String(), "/") + orchestrator.DefaultHTTPPrefix, http: &http.Client{Timeout: operatorTimeout}}
+	if s.tokenFile != "" {
+		tokens, err := orchestrator.ReadTokenFile(s.tokenFile)
+		if err != nil {
+			return nil, fmt.Errorf("--operator-token-file (DTX_OPERATOR_TOKEN_FILE): %w", err)
+		}
+		c.token = tokens[0].Secret
+	}
+	return c, nil
+}
+
+// operatorClient talks to the orchestrator's operator API.
+type operatorClient struct {
+	base  string // the URL of the API's prefix
+	token string
+	http  *http.Client
+}
+
+// do sends a request to the API at base+path, with body as JSON when not
+// nil, and decodes the answer into out.
+func (c *operatorClient) do(ctx context.Context, method, path string, body, out any) error {
+	var rd io.Reader
+	if body != nil {
+		b, err := json.Marshal(body)
+		if err != nil {
+			return err
+		}
+		rd = bytes.NewReader(b)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, c.base+path, rd)
+	if err != nil {
+		return fmt.Errorf("--operator-url (DTX_OPERATOR_URL): %w", err)
+	}
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	req.Header.Set("Accept", "application/json")
+	if c.token != "" {
+		req.Header.Set("Authorization", "Bearer "+c.token)
+	}
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return fmt.Errorf("the operator API: %w", err)
+	}
+	defer func() { _ = resp.Body.Close() }()
+	raw, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
+	if err != nil {
+		return fmt.Errorf("the operator API at %s: read the answer: %w", c.base, err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		var e struct {
+			Error string `json:"error"`
+		}
+		msg := strings.TrimSpace(string(raw))
+		if json.Unmarshal(raw, &e) == nil && e.Error != "" {
+			msg = e.Error
+		}
+		switch resp.StatusCode {
+		case http.StatusUnauthorized:
+			if c.token == "" {
+				return fmt.Errorf("the operator API at %s needs a token (401): give a file holding one of its tokens with --operator-token-file (DTX_OPERATOR_TOKEN_FILE)", c.base)
+			}
+			return fmt.Errorf("the operator API at %s refused the token of --operator-token-file (DTX_OPERATOR_TOKEN_FILE) (401): it is not one of the orchestrator's tokens", c.base)
+		case http.StatusForbidden:
+			return fmt.Errorf("the operator API at %s refused the operation (403): %s", c.base, msg)
+		}
+		return fmt.Errorf("%s (the operator API answered %d)", msg, resp.StatusCode)
+	}
+	if err := json.Unmarshal(raw, out); err != nil {
+		return fmt.Errorf("the operator API at %s: decode the answer: %w", c.base, err)
+	}
+	return nil
 }
 
 func loadDefinitions(dir string) (*saga.Registry, error) {
@@ -286,6 +469,7 @@ func runSagaStart(ctx context.Context, cio *cmdIO, args []string) error {
 		source      string
 		timeout     time.Duration
 		asJSON      bool
+		sec         kafkaSecurity
 	)
 	f := newFlags(cio, "Start a saga: build the trigger event of the saga's definition (its topic and type\n"+
 		"from the definition's triggers), validate its payload against the JSON Schemas,\n"+
@@ -306,6 +490,7 @@ func runSagaStart(ctx context.Context, cio *cmdIO, args []string) error {
 	f.fs.StringVar(&source, "source", "/dtxctl", "the message's CloudEvents source (ce_source), a `URI` reference")
 	f.fs.DurationVar(&timeout, "timeout", 30*time.Second, "how long to wait for the broker's acknowledgement (`DURATION`)")
 	f.fs.BoolVar(&asJSON, "json", false, "print JSON instead of text")
+	sec.register(f)
 	flagArgs, positional := splitPositional(f.fs, args)
 	if err := f.parse(cio, flagArgs); err != nil {
 		return err
@@ -331,6 +516,9 @@ func runSagaStart(ctx context.Context, cio *cmdIO, args []string) error {
 	seeds := splitComma(brokers)
 	if len(seeds) == 0 {
 		problems = append(problems, "--kafka-brokers (DTX_KAFKA_BROKERS) names no broker")
+	}
+	if err := sec.load(cio.stderr, cio.path); err != nil {
+		problems = append(problems, strings.Split(err.Error(), "\n")...)
 	}
 	if len(problems) > 0 {
 		for _, p := range problems {
@@ -367,7 +555,7 @@ func runSagaStart(ctx context.Context, cio *cmdIO, args []string) error {
 		}
 		return fmt.Errorf("the trigger %s does not follow its schema: %w", trig.env.Type, err)
 	}
-	if err := publishTrigger(ctx, seeds, timeout, ref.Trigger.Topic, trig.env); err != nil {
+	if err := publishTrigger(ctx, &sec, seeds, timeout, ref.Trigger.Topic, trig.env); err != nil {
 		return err
 	}
 	out := startResult{
@@ -477,11 +665,11 @@ func buildTrigger(ref saga.TriggerRef, payload []byte, messageID, source string)
 }
 
 // publishTrigger publishes env to topic with the idempotent acks=all
-// producer, once the topic is known to exist.
-func publishTrigger(ctx context.Context, brokers []string, timeout time.Duration, topicName string, env messaging.Envelope) error {
+// producer, once the topic is known to exist; sec secures the connections.
+func publishTrigger(ctx context.Context, sec *kafkaSecurity, brokers []string, timeout time.Duration, topicName string, env messaging.Envelope) error {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...))
+	cl, err := kgo.NewClient(sec.clientOpts(brokers)...)
 	if err != nil {
 		return fmt.Errorf("--kafka-brokers (DTX_KAFKA_BROKERS): %w", err)
 	}
@@ -491,7 +679,7 @@ func publishTrigger(ctx context.Context, brokers []string, timeout time.Duration
 		return fmt.Errorf("check topic %s at %s: %w", topicName, strings.Join(brokers, ","), err)
 	}
 	pub, err := kafka.NewPublisher(kafka.PublisherConfig{
-		ClientConfig:    kafka.ClientConfig{Brokers: brokers, ClientID: "dtxctl"},
+		ClientConfig:    kafka.ClientConfig{Brokers: brokers, ClientID: clientID, Opts: sec.opts},
 		DeliveryTimeout: timeout,
 	})
 	if err != nil {

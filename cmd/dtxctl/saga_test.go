@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"maps"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -51,20 +52,26 @@ func TestSagaListShowAndOperate(t *testing.T) {
 	require.Contains(t, r.stdout, "waiting for a reply to the action of step reserve-stock (attempt 1)")
 	require.Contains(t, r.stdout, "reserve-stock  action")
 
-	r = dtxctl(t, env, "saga", "abort", "ord-1", "--reason", "customer called")
+	r = dtxctl(t, env, "saga", "abort", "ord-1")
+	require.Equal(t, exitUsage, r.code)
+	require.Contains(t, r.stderr, "--reason is required")
+	r = dtxctl(t, env, "saga", "abort", "ord-1", "--reason", "customer called", "--by", "carol")
 	require.Equal(t, exitOK, r.code, r.stderr)
 	require.Contains(t, r.stdout, "saga ord-1: abort, now failed")
+	r = dtxctl(t, env, "saga", "show", "ord-1")
+	require.Equal(t, exitOK, r.code, r.stderr)
+	require.Regexp(t, `aborted\s+-\s+carol\s+aborted: customer called`, r.stdout, "the timeline says who and why")
 	r = dtxctl(t, env, "saga", "list", "--status", "failed", "--json")
 	require.Equal(t, exitOK, r.code, r.stderr)
 	require.Contains(t, r.stdout, `"id": "ord-1"`)
 	require.NotContains(t, r.stdout, "ord-2")
 
-	r = dtxctl(t, env, "saga", "retry", "ord-1")
+	r = dtxctl(t, env, "saga", "retry", "ord-1", "--reason", "try again")
 	require.Equal(t, exitFailure, r.code)
 	require.Contains(t, r.stderr, "does not apply")
 	prefixed := maps.Clone(env)
 	prefixed["DTX_TOPIC_PREFIX"] = "team-a."
-	r = dtxctl(t, prefixed, "saga", "compensate", "ord-2")
+	r = dtxctl(t, prefixed, "saga", "compensate", "ord-2", "--reason", "stock count was wrong")
 	require.Equal(t, exitOK, r.code, r.stderr)
 	require.Contains(t, r.stdout, "now "+string(saga.StatusCompensating))
 	// What the operation wrote names the prefixed deployment's topics: the
@@ -94,7 +101,7 @@ func TestSagaListShowAndOperate(t *testing.T) {
 	require.Contains(t, r.stderr, "no such saga")
 	r = dtxctl(t, env, "saga", "show")
 	require.Equal(t, exitUsage, r.code)
-	r = dtxctl(t, map[string]string{"DTX_DATABASE_URL": pgtest.URL(), "DTX_SCHEMA": schema.Name}, "saga", "retry", "ord-2")
+	r = dtxctl(t, map[string]string{"DTX_DATABASE_URL": pgtest.URL(), "DTX_SCHEMA": schema.Name}, "saga", "retry", "ord-2", "--reason", "x")
 	require.Equal(t, exitUsage, r.code)
 	require.Contains(t, r.stderr, "--definitions (DTX_DEFINITIONS) is required")
 	r = dtxctl(t, env, "saga", "list", "--status", "sideways")
@@ -102,6 +109,72 @@ func TestSagaListShowAndOperate(t *testing.T) {
 	r = dtxctl(t, map[string]string{"DTX_DATABASE_URL": pgtest.URL(), "DTX_SCHEMA": "no_dtx_tables_here"}, "saga", "list")
 	require.Equal(t, exitFailure, r.code)
 	require.Contains(t, r.stderr, "Run dtxctl migrate up", "a schema without dtx's tables says what to do")
+}
+
+// The saga commands talk to the orchestrator's operator API with the token
+// of the token file, and say clearly when it refuses them.
+func TestSagaCommandsThroughTheOperatorAPI(t *testing.T) {
+	t.Parallel()
+	schema := pgtest.NewSchema(t)
+	reg, err := loadDefinitions(exampleSagas)
+	require.NoError(t, err)
+	o, err := orchestrator.New(schema.Pool, orchestrator.Config{Schema: schema.Name, Definitions: reg})
+	require.NoError(t, err)
+	data := map[string]any{"order_id": "ord-1", "lines": []any{map[string]any{"sku": "A", "quantity": 1}}}
+	_, err = o.Start(context.Background(), nil, "order-to-cash", "ord-1", data, orchestrator.StartParams{})
+	require.NoError(t, err)
+	const token = "ops-0123456789abcdef0123"
+	dir := t.TempDir()
+	tokenFile := filepath.Join(dir, "token")
+	require.NoError(t, os.WriteFile(tokenFile, []byte("ops:"+token+"\n"), 0o600))
+	auth, err := orchestrator.NewTokenAuthenticator([]orchestrator.Token{{Name: "ops", Secret: token}})
+	require.NoError(t, err)
+	api, err := o.HTTPHandler(orchestrator.HTTPConfig{Authenticator: auth})
+	require.NoError(t, err)
+	srv := httptest.NewServer(api)
+	t.Cleanup(srv.Close)
+	// No database settings: everything goes through the API.
+	env := map[string]string{"DTX_OPERATOR_URL": srv.URL, "DTX_OPERATOR_TOKEN_FILE": tokenFile, "USER": "alice",
+		"DTX_DATABASE_URL": "postgres://nobody@127.0.0.1:1/none"}
+
+	r := dtxctl(t, env, "saga", "list", "--status", "running")
+	require.Equal(t, exitOK, r.code, r.stderr)
+	require.Contains(t, r.stdout, "ord-1")
+	r = dtxctl(t, env, "saga", "abort", "ord-1", "--reason", "customer called")
+	require.Equal(t, exitOK, r.code, r.stderr)
+	require.Contains(t, r.stdout, "saga ord-1: abort, now failed (aborted: customer called)")
+	r = dtxctl(t, env, "saga", "show", "ord-1")
+	require.Equal(t, exitOK, r.code, r.stderr)
+	require.Contains(t, r.stdout, "status      failed")
+	require.Regexp(t, `aborted\s+-\s+ops \(by alice\)\s+aborted: customer called`, r.stdout, "who (the token's name, then --by) and why")
+	d, err := o.Show(context.Background(), "ord-1")
+	require.NoError(t, err)
+	require.Equal(t, "ops (by alice)", d.Timeline[len(d.Timeline)-1].Actor)
+
+	r = dtxctl(t, env, "saga", "retry", "ord-1", "--reason", "again")
+	require.Equal(t, exitFailure, r.code)
+	require.Contains(t, r.stderr, "does not apply")
+	r = dtxctl(t, env, "saga", "show", "nope")
+	require.Equal(t, exitFailure, r.code)
+	require.Contains(t, r.stderr, "no such saga")
+
+	noToken := maps.Clone(env)
+	delete(noToken, "DTX_OPERATOR_TOKEN_FILE")
+	r = dtxctl(t, noToken, "saga", "list")
+	require.Equal(t, exitFailure, r.code)
+	require.Contains(t, r.stderr, "needs a token (401)")
+	require.Contains(t, r.stderr, "--operator-token-file (DTX_OPERATOR_TOKEN_FILE)")
+	wrong := filepath.Join(dir, "wrong")
+	require.NoError(t, os.WriteFile(wrong, []byte("ops-0123456789abcdef9999\n"), 0o600))
+	r = dtxctl(t, env, "saga", "compensate", "ord-1", "--reason", "x", "--operator-token-file", wrong)
+	require.Equal(t, exitFailure, r.code)
+	require.Contains(t, r.stderr, "refused the token of --operator-token-file (DTX_OPERATOR_TOKEN_FILE) (401)")
+	r = dtxctl(t, env, "saga", "list", "--operator-url", "127.0.0.1:8084")
+	require.Equal(t, exitFailure, r.code)
+	require.Contains(t, r.stderr, "--operator-url (DTX_OPERATOR_URL)")
+	after, err := o.Show(context.Background(), "ord-1")
+	require.NoError(t, err)
+	require.Equal(t, d.Revision, after.Revision, "refused commands changed nothing")
 }
 
 const (

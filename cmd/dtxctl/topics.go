@@ -51,6 +51,7 @@ type topicsSettings struct {
 	partitions        int
 	replicationFactor int
 	timeout           time.Duration
+	sec               kafkaSecurity
 }
 
 // topicsFileList is the repeatable --file flag.
@@ -85,9 +86,10 @@ func (s *topicsSettings) register(f *flags) {
 	f.fs.IntVar(&s.replicationFactor, "replication-factor", int(topic.DefaultReplicationFactor),
 		"replication factor of a topic whose file sets none (`N` >= 1, or -1 for the broker's default.replication.factor)")
 	f.fs.DurationVar(&s.timeout, "timeout", 60*time.Second, "limit of the whole command (`DURATION`)")
+	s.sec.register(f)
 }
 
-func (s *topicsSettings) validate() error {
+func (s *topicsSettings) validate(cio *cmdIO) error {
 	var errs []error
 	if len(topicsSplit(s.brokers)) == 0 {
 		errs = append(errs, errors.New("--kafka-brokers (DTX_KAFKA_BROKERS) names no broker"))
@@ -100,6 +102,9 @@ func (s *topicsSettings) validate() error {
 	}
 	if s.timeout <= 0 {
 		errs = append(errs, fmt.Errorf("--timeout %s must be positive", s.timeout))
+	}
+	if err := s.sec.load(cio.stderr, cio.path); err != nil {
+		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
 }
@@ -137,13 +142,13 @@ func (s *topicsSettings) withAdmin(ctx context.Context, fn func(ctx context.Cont
 	ctx, cancel := context.WithTimeout(ctx, s.timeout)
 	defer cancel()
 	brokers := topicsSplit(s.brokers)
-	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...), kgo.ClientID("dtxctl"))
+	cl, err := kgo.NewClient(s.sec.clientOpts(brokers)...)
 	if err != nil {
 		return fmt.Errorf("--kafka-brokers (DTX_KAFKA_BROKERS): %w", err)
 	}
 	defer cl.Close()
 	if err := cl.Ping(ctx); err != nil {
-		return fmt.Errorf("kafka at %s does not answer: %w", strings.Join(brokers, ","), err)
+		return fmt.Errorf("kafka at %s: %w", strings.Join(brokers, ","), err)
 	}
 	return fn(ctx, kadm.NewClient(cl))
 }
@@ -175,8 +180,8 @@ func (s *topicsSettings) parse(cio *cmdIO, args []string, summary string, extra 
 	if err := f.parse(cio, args); err != nil {
 		return err
 	}
-	if err := s.validate(); err != nil {
-		fmt.Fprintf(cio.stderr, "%s: %v\n", cio.path, err)
+	if err := s.validate(cio); err != nil {
+		printSettingsError(cio.stderr, cio.path, err)
 		return errUsage
 	}
 	return nil

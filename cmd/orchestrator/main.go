@@ -5,6 +5,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
+	"net/http"
 	"sync"
 	"time"
 
@@ -30,18 +32,26 @@ messages it commits the sagas' new state, the next commands and lifecycle events
 (through the outbox: the outbox-relay publishes them) and the messages' deduplication
 records in one PostgreSQL transaction. A scheduler fires step timeouts, retries and
 saga deadlines by the database's clock; several replicas may run at once. Saga
-definitions are YAML files (--definitions); the operator API is served on the admin
-address under /sagas. Until every topic it uses exists (the definitions' topics, the
-reply and event topics, the .dlq of each topic it consumes), /readyz answers 503
-("topic X is missing: run dtxctl topics apply"); --create-topics creates the missing
-ones at start instead (for development).
+definitions are YAML files (--definitions). Until every topic it uses exists (the
+definitions' topics, the reply and event topics, the .dlq of each topic it consumes),
+/readyz answers 503 ("topic X is missing: run dtxctl topics apply"); --create-topics
+creates the missing ones at start instead (for development).
 
 Triggers, commands, replies and lifecycle events are validated against dtx's built-in
 schemas and the service's own, given with --schemas DIR (repeatable). Definitions naming
 a type without a schema stop it at start (exit 2); a message of a type without a
 schema goes to <topic>.dlq, logged as a warning and counted by dtx_dead_letters_total.
 --topic-prefix starts the built-in names (reply and event topics, consumer group) so
-that several deployments can share one cluster.`
+that several deployments can share one cluster.
+
+The operator API (list and show sagas, retry, abort or compensate one; GET and POST
+under /sagas) is off unless --operator-addr is set; it is never served on the admin
+address, whose /metrics, /healthz and /readyz need no credential. With
+--operator-token-file, every request needs "Authorization: Bearer <token>" of a token
+in the file (one a line, "name:token" to record the name as who operated). Without a
+token file it is read-only and only a loopback address is accepted (127.0.0.1:8084);
+any other address without a token file stops it at start (exit 2). Operations take a
+JSON body {"reason": "...", "by": "..."}; the saga's timeline records who and why.`
 
 // settings are the orchestrator's own flags.
 type settings struct {
@@ -55,6 +65,12 @@ type settings struct {
 	scanInterval time.Duration
 	inFlight     int
 	session      time.Duration
+	operatorAddr string
+	tokenFile    string
+
+	// operatorAuth is the operator API's authenticator, built by validate
+	// when operatorAddr is set.
+	operatorAuth orchestrator.Authenticator
 
 	defs     []*saga.Definition // loaded by contracts
 	registry *saga.Registry
@@ -80,6 +96,10 @@ func (st *settings) flags(s *service.Settings) {
 		"how often the scheduler looks for due sagas (10ms..1m)")
 	fs.DurationVar(&st.session, "session-timeout", 45*time.Second,
 		"Kafka consumer group session timeout: how long a replica that died without leaving holds its partitions (6s..5m, within the broker's group.min/max.session.timeout.ms)")
+	fs.StringVar(&st.operatorAddr, "operator-addr", "",
+		"[host]:port of the operator API (/sagas); empty: off. Without --operator-token-file it must be a loopback address (e.g. 127.0.0.1:8084) and the API is read-only")
+	fs.StringVar(&st.tokenFile, "operator-token-file", "",
+		"file of the operator API's bearer tokens, one a line, \"name:token\" to record the name as who operated (tokens of 16 bytes or more; # comments)")
 	fs.IntVar(&st.inFlight, "in-flight-per-partition", 64,
 		"messages of one partition handled at once, so that one transaction takes many (1..10000); a saga's own messages are serialised by its lock")
 }
@@ -110,7 +130,91 @@ func (st *settings) validate() error {
 	if st.session < 6*time.Second || st.session > 5*time.Minute {
 		bad("session-timeout", "%s is outside 6s..5m", st.session)
 	}
+	if err := st.operator(); err != nil {
+		errs = append(errs, err)
+	}
 	return errors.Join(errs...)
+}
+
+// operator checks the operator API's settings and builds its authenticator:
+// tokens from the token file, else read-only access from this host, which
+// only a loopback address may serve.
+func (st *settings) operator() error {
+	addrFlag := fmt.Sprintf("operator-addr (%s)", service.EnvName("operator-addr"))
+	fileFlag := fmt.Sprintf("operator-token-file (%s)", service.EnvName("operator-token-file"))
+	if st.operatorAddr == "" {
+		if st.tokenFile != "" {
+			return fmt.Errorf("%s is set but %s is empty: the operator API is off; give it an address", fileFlag, addrFlag)
+		}
+		return nil
+	}
+	host, _, err := net.SplitHostPort(st.operatorAddr)
+	if err != nil {
+		return fmt.Errorf("%s: %q is not [host]:port", addrFlag, st.operatorAddr)
+	}
+	if st.tokenFile == "" {
+		if !orchestrator.IsLoopback(host) {
+			return fmt.Errorf("%s: %q is not a loopback address, and %s is not set: "+
+				"serving the operator API beyond this host needs tokens (or listen on 127.0.0.1)", addrFlag, st.operatorAddr, fileFlag)
+		}
+		st.operatorAuth = orchestrator.LoopbackReadOnly()
+		return nil
+	}
+	tokens, err := orchestrator.ReadTokenFile(st.tokenFile)
+	if err != nil {
+		return fmt.Errorf("%s: %w", fileFlag, err)
+	}
+	if st.operatorAuth, err = orchestrator.NewTokenAuthenticator(tokens); err != nil {
+		return fmt.Errorf("%s: %w", fileFlag, err)
+	}
+	return nil
+}
+
+// serveOperator serves the operator API on --operator-addr until ctx is
+// done; the returned function waits for it to stop. It serves nothing
+// when the API is off.
+func (st *settings) serveOperator(ctx context.Context, env *service.Env, o *orchestrator.Orchestrator) (wait func() error, err error) {
+	if st.operatorAddr == "" {
+		env.Logger.InfoContext(ctx, "operator API off: set --operator-addr (DTX_OPERATOR_ADDR) to serve it")
+		return func() error { return nil }, nil
+	}
+	api, err := o.HTTPHandler(orchestrator.HTTPConfig{Authenticator: st.operatorAuth})
+	if err != nil {
+		return nil, err
+	}
+	ln, err := net.Listen("tcp", st.operatorAddr)
+	if err != nil {
+		return nil, fmt.Errorf("operator-addr (%s) %s: %w", service.EnvName("operator-addr"), st.operatorAddr, err)
+	}
+	access := "bearer tokens of " + st.tokenFile
+	if st.tokenFile == "" {
+		access = "read-only from this host, no token file"
+	}
+	env.Logger.InfoContext(ctx, "operator API listening", "addr", ln.Addr().String(), "access", access)
+	srv := &http.Server{Handler: api, ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 30 * time.Second}
+	served := make(chan error, 1)
+	go func() {
+		err := srv.Serve(ln)
+		if !errors.Is(err, http.ErrServerClosed) {
+			env.Logger.ErrorContext(ctx, "operator API stopped serving", "err", err)
+		}
+		served <- err
+	}()
+	stopped := make(chan struct{})
+	go func() {
+		defer close(stopped)
+		<-ctx.Done()
+		shutdownCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = srv.Shutdown(shutdownCtx)
+	}()
+	return func() error {
+		<-stopped
+		if err := <-served; !errors.Is(err, http.ErrServerClosed) {
+			return fmt.Errorf("operator API: %w", err)
+		}
+		return nil
+	}, nil
 }
 
 // contracts loads the definitions and checks that the schemas hold every
@@ -158,11 +262,23 @@ func (st *settings) run(ctx context.Context, env *service.Env) error {
 	if err != nil {
 		return err
 	}
-	env.Admin.Handle("/sagas", o.HTTPHandler("/sagas"))
-	env.Admin.Handle("/sagas/", o.HTTPHandler("/sagas"))
+	// The operator API has its own listener and credentials: the admin
+	// address, which Prometheus and probes reach, never serves it.
+	operatorCtx, stopOperator := context.WithCancel(ctx)
+	defer stopOperator()
+	waitOperator, err := st.serveOperator(operatorCtx, env, o)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		stopOperator()
+		if err := waitOperator(); err != nil {
+			env.Logger.Warn("orchestrator: operator API", "err", err)
+		}
+	}()
 
 	wlog := watermill.NewSlogLogger(env.Logger)
-	client := kafka.ClientConfig{Brokers: env.Config.KafkaBrokers, ClientID: "dtx-orchestrator", Logger: wlog}
+	client := kafka.ClientConfig{Brokers: env.Config.KafkaBrokers, ClientID: "dtx-orchestrator", Logger: wlog, Opts: env.Config.KafkaOpts()}
 	pub, err := kafka.NewPublisher(kafka.PublisherConfig{ClientConfig: client})
 	client.Opts = append(client.Opts, kgo.SessionTimeout(st.session), kgo.HeartbeatInterval(min(3*time.Second, st.session/3)))
 	if err != nil {

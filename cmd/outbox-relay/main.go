@@ -18,7 +18,14 @@ PostgreSQL in commit order, produces each batch with an idempotent producer (ack
 and advances its checkpoint only once the broker acknowledged the batch. Woken by
 LISTEN/NOTIFY with a polling fallback; per-key order; several replicas may run, fenced
 by a lease: one publishes, the others stand by (and report ready) until it is gone.
-Records the broker refuses for good are moved to outbox_rejected with the reason.`
+Records the broker refuses for good are moved to outbox_rejected with the reason.
+A topic the broker does not take for now (missing, not authorized) is held: its rows
+wait in outbox_held, in order, and are retried while the other topics are published;
+/readyz reports it (check "relay"), as it reports a fault that stops publishing.`
+
+// readyCheck names the relay's readiness check: not ready while a topic is
+// held or publishing is stopped by a fault of the broker (see relay.Health).
+const readyCheck = "relay"
 
 // settings are the relay's own flags.
 type settings struct {
@@ -78,10 +85,10 @@ func zeroIf(isZero bool, msg string) string {
 // defaults; the relay's needs its delivery timeout, no linger and the
 // murmur2 partitioner, see relay.New).
 func (st *settings) run(ctx context.Context, env *service.Env) error {
-	r, err := relay.New(env.Pool, []kgo.Opt{
+	r, err := relay.New(env.Pool, append(env.Config.KafkaOpts(),
 		kgo.SeedBrokers(env.Config.KafkaBrokers...),
 		kgo.ClientID("dtx-outbox-relay"),
-	}, relay.Config{
+	), relay.Config{
 		Schema:        env.Config.Schema,
 		Name:          st.relayName,
 		Holder:        env.Config.InstanceID,
@@ -94,6 +101,7 @@ func (st *settings) run(ctx context.Context, env *service.Env) error {
 	if err != nil {
 		return err
 	}
+	env.AddReadyCheck(readyCheck, func(context.Context) error { return r.Health() })
 	return r.Run(ctx)
 }
 
@@ -105,6 +113,7 @@ func main() {
 		DefaultAdminAddr: ":8082",
 		FlagsFunc:        st.flags,
 		ValidateFunc:     st.validate,
+		ReadyChecksFunc:  func() []string { return []string{readyCheck} },
 		RunFunc:          st.run,
 	})
 }

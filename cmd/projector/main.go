@@ -38,7 +38,12 @@ schema or whose payload breaks it goes to <topic>.dlq too; without --schemas the
 decoded. --topic-prefix starts the default --group. Both sources keep each
 stream's last applied version with the read model, so nothing is applied twice, whichever
 source delivers an event first, and a stream's events missing from Kafka are read from
-the store.`
+the store.
+
+A transaction left open anywhere in the cluster holds back every event committed after
+it began; the projector waits for it, never skips, and says so: the gauge
+dtx_txlog_horizon_held_seconds, a warning naming the blocking pid and database after
+--horizon-warn-after, and /readyz after --horizon-not-ready-after (see ` + txlog.HorizonRunbook + `).`
 
 // settings are the projector's own flags.
 type settings struct {
@@ -49,6 +54,10 @@ type settings struct {
 	source       string
 	topics       string
 	group        string
+	// horizonWarnAfter and horizonNotReadyAfter configure the watch of
+	// the events log's horizon (txlog.HorizonWatch).
+	horizonWarnAfter     time.Duration
+	horizonNotReadyAfter time.Duration
 }
 
 // Sources of --source.
@@ -73,6 +82,10 @@ func (st *settings) flags(s *service.Settings) {
 		"with --source=kafka: comma-separated topics the outbox relay publishes the events to, e.g. order.events (required then)")
 	fs.StringVar(&st.group, "group", "",
 		"with --source=kafka: the Kafka consumer group; replicas with the same group share the partitions (empty: --topic-prefix then "+defaultGroup+")")
+	fs.DurationVar(&st.horizonWarnAfter, "horizon-warn-after", txlog.DefaultHorizonWarnAfter,
+		"warn (at most every 30s) when events wait this long behind a transaction left open in the cluster, naming its pid and database (1ms..1h; see "+txlog.HorizonRunbook+")")
+	fs.DurationVar(&st.horizonNotReadyAfter, "horizon-not-ready-after", txlog.DefaultHorizonNotReadyAfter,
+		"not ready (/readyz says why) while events wait this long behind a transaction left open in the cluster (0: never; at most 24h)")
 }
 
 // defaultGroup is the consumer group after --topic-prefix when --group is
@@ -110,6 +123,12 @@ func (st *settings) validate() error {
 			errs = append(errs, fmt.Errorf("event-types (%s): a type of %d bytes, want at most 255", service.EnvName("event-types"), len(t)))
 		}
 	}
+	if st.horizonWarnAfter < time.Millisecond || st.horizonWarnAfter > time.Hour {
+		errs = append(errs, fmt.Errorf("horizon-warn-after (%s): %s is outside 1ms..1h", service.EnvName("horizon-warn-after"), st.horizonWarnAfter))
+	}
+	if st.horizonNotReadyAfter < 0 || st.horizonNotReadyAfter > 24*time.Hour {
+		errs = append(errs, fmt.Errorf("horizon-not-ready-after (%s): %s is outside 0..24h (0: never)", service.EnvName("horizon-not-ready-after"), st.horizonNotReadyAfter))
+	}
 	switch st.source {
 	case sourceLog:
 	case sourceKafka:
@@ -140,6 +159,11 @@ func (st *settings) run(ctx context.Context, env *service.Env) error {
 		return err
 	}
 	p := projection.StreamSummaries(env.Config.Schema, types...)
+	horizon, err := st.watchHorizon(ctx, env)
+	if err != nil {
+		return err
+	}
+	defer horizon.Stop()
 	if st.group == "" {
 		st.group = env.Config.TopicPrefix + defaultGroup
 	}
@@ -187,10 +211,27 @@ func (st *settings) run(ctx context.Context, env *service.Env) error {
 	return nil
 }
 
+// watchHorizon starts watching the events log's horizon: a transaction
+// left open anywhere in the cluster holds every event committed after it
+// back, from the projection and from the relay that publishes them to
+// Kafka. The gauge goes on /metrics, the check on /readyz.
+func (st *settings) watchHorizon(ctx context.Context, env *service.Env) (*txlog.HorizonWatch, error) {
+	notReadyAfter := st.horizonNotReadyAfter
+	if notReadyAfter == 0 {
+		notReadyAfter = -1 // never
+	}
+	return txlog.WatchHorizon(ctx, env.Pool, env.Registry, env.AddReadyCheck, txlog.HorizonConfig{
+		Logs:          []txlog.HorizonLog{{Schema: env.Config.Schema, Log: postgres.LogName}},
+		WarnAfter:     st.horizonWarnAfter,
+		NotReadyAfter: notReadyAfter,
+		Logger:        env.Logger,
+	})
+}
+
 // runKafka runs p live from Kafka until ctx ends.
 func (st *settings) runKafka(ctx context.Context, env *service.Env, runner *projection.Runner, p projection.Projection) error {
 	logger := watermill.NewSlogLogger(env.Logger)
-	client := kafka.ClientConfig{Brokers: env.Config.KafkaBrokers, ClientID: "dtx-projector", Logger: logger}
+	client := kafka.ClientConfig{Brokers: env.Config.KafkaBrokers, ClientID: "dtx-projector", Logger: logger, Opts: env.Config.KafkaOpts()}
 	sub, err := kafka.NewSubscriber(kafka.SubscriberConfig{ClientConfig: client, ConsumerGroup: st.group})
 	if err != nil {
 		return err

@@ -45,7 +45,7 @@ const minBackoff = 100 * time.Millisecond
 // Config configures a Relay.
 type Config struct {
 	// Schema is the PostgreSQL schema holding the outbox, outbox_rejected,
-	// relay_leases and txlog_checkpoints tables.
+	// outbox_held, relay_leases and txlog_checkpoints tables.
 	// Defaults to "dtx"; must pass migrate.ValidateSchemaName.
 	Schema string
 

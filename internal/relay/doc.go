@@ -39,7 +39,37 @@
 //     nothing else: the next rows of its key are still published, in order.
 //     To tell the refused record from the records that shared its
 //     partition, the failed rows of the batch are produced again one at a
-//     time. Nothing else is set aside: see "How it fails".
+//     time. Nothing else is set aside for good: see "How it fails".
+//   - A topic the broker does not take holds up no other topic. Order is
+//     kept per key, and a key belongs to one topic, so the relay keeps order
+//     per topic, not across topics. When a topic's rows fail for a fault of
+//     that topic's environment (UNKNOWN_TOPIC_OR_PARTITION, UNKNOWN_TOPIC_ID,
+//     TOPIC_AUTHORIZATION_FAILED, POLICY_VIOLATION) while the broker is
+//     otherwise well (a row of another topic of the same batch was
+//     acknowledged, or the batch is full of that topic's rows alone), the
+//     topic is held: its rows from the first failed one on, and every later
+//     row of it while it has held rows, are copied, in log order, to
+//     outbox_held (migration 012) in the transaction that moves the
+//     checkpoint past them, and the other topics' rows are published
+//     meanwhile. The publishing replica retries each held topic's oldest
+//     rows, in order, with backoff (100ms doubling to MaxBackoff, with
+//     jitter), beside the outbox; it deletes each held row once the broker
+//     acknowledged it, moves a row the broker refuses for good to
+//     outbox_rejected, and releases the topic once none of its rows are
+//     held: its next rows, all later in the log than the held ones, are
+//     published as read. Held rows are set aside for a while, never for
+//     good, and keep their order. A held topic is visible: a WARN naming
+//     it and the reason (at most every 10s per topic and reason),
+//     dtx_relay_topic_held{topic}, dtx_relay_publish_retries_total, and
+//     Relay.Health and Relay.Faults (outbox-relay's /readyz). The rows are
+//     copied, not moved, because other readers of the outbox (relays with
+//     another Name) read them still; each relay holds its own.
+//   - No re-publishing of acknowledged rows. When a row fails and stops
+//     the batch, the rows after it the broker acknowledged are remembered
+//     and not produced again when the relay publishes again from the
+//     failed row (their partitions' earlier records were acknowledged too,
+//     so this keeps per-key order). Duplicates remain possible only in the
+//     windows below.
 //   - Record timestamps. Each record carries its row's created_at (the
 //     database's clock at insert) as its timestamp, so the relay host's
 //     clock decides nothing.
@@ -77,9 +107,10 @@
 // dtx_relay_batch_size (histogram, rows per batch),
 // dtx_relay_errors_total{kind} (read, produce, checkpoint, fenced, lease,
 // listen), dtx_relay_publish_retries_total{topic,reason} (publishing
-// retried from a row the broker did not accept; reason is the Kafka error's
-// name, "timeout" or "other"), dtx_relay_rejected_total, dtx_relay_is_leader (1 while this
-// replica publishes), dtx_relay_commit_to_ack_seconds (histogram: from the
+// retried from a row the broker did not accept, held rows included; reason
+// is the Kafka error's name, "timeout" or "other"), dtx_relay_rejected_total,
+// dtx_relay_topic_held{topic} (rows of a held topic in outbox_held, on the
+// publishing replica), dtx_relay_is_leader (1 while this replica publishes), dtx_relay_commit_to_ack_seconds (histogram: from the
 // row's created_at, by the database clock, to the acknowledgement, by the
 // relay's clock: skew between the hosts shifts it), and a txlog.Collector
 // of the outbox log (dtx_txlog_reader_lag_rows, _lag_seconds,
@@ -102,15 +133,29 @@
 //     and CLUSTER_AUTHORIZATION_FAILED (an ACL missing, or not propagated
 //     yet), UNKNOWN_TOPIC_OR_PARTITION (a topic that does not exist and is
 //     not created automatically), POLICY_VIOLATION, a leader that moved,
-//     unsupported versions, ... The checkpoint moves up to the first row not
-//     acknowledged; that row and every row after it wait, in order, and the
-//     relay publishes again from there with backoff (100ms doubling to
-//     MaxBackoff, with jitter) until the broker accepts. It does so loudly:
-//     dtx_relay_publish_retries_total{topic,reason} counts every retry, and
-//     a WARN naming the topic and the error is logged at most every 10s per
-//     topic and error (with the number of retries not logged since). Nothing
-//     is set aside, so a clock jump or a slow ACL never rolls a topic's rows
-//     into outbox_rejected nor breaks per-key order.
+//     unsupported versions, ... A fault of one topic while the broker is
+//     otherwise well holds that topic (see "Guarantees"). Any other one (a
+//     broker that does not answer, a clock it refuses, every topic of the
+//     batch failing) stops publishing: the checkpoint moves up to the first
+//     row neither acknowledged nor held; that row and every row after it
+//     wait, in order, and the relay publishes again from there with backoff
+//     (100ms doubling to MaxBackoff, with jitter) until the broker accepts.
+//     It does so loudly: dtx_relay_publish_retries_total{topic,reason}
+//     counts every retry, a WARN naming the topic and the error is logged at
+//     most every 10s per topic and error (with the number of retries not
+//     logged since), and Relay.Health names the topic, the reason and since
+//     when, while it lasts. Nothing is set aside for good, so a clock jump
+//     or a slow ACL never rolls a topic's rows into outbox_rejected nor
+//     breaks per-key order.
+//   - A held topic whose fault lasts (a topic never created) keeps its rows
+//     in outbox_held, growing with every row written for it, until an
+//     operator creates the topic (or grants the ACL): then they are
+//     published, in order. To drop them instead, delete the topic's rows of
+//     outbox_held while no relay runs.
+//   - Several topics failing with topic faults in one batch where no other
+//     topic succeeded look like a fault of the whole broker: publishing
+//     stops rather than holding them, until a batch shows another topic
+//     acknowledged.
 //   - Records are stamped with created_at, so a backlog published late
 //     carries old timestamps: a topic whose retention is by time deletes
 //     such records sooner after publishing, and records older than its

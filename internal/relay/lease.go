@@ -54,6 +54,14 @@ func (l *lease) current() (int64, bool) {
 	return l.token, true
 }
 
+// holding reports whether this replica holds the lease, however little of
+// it is left.
+func (l *lease) holding() bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.token != 0
+}
+
 // wait returns when the lease may have changed hands, after d, or when ctx
 // is done.
 func (l *lease) wait(ctx context.Context, d time.Duration) {

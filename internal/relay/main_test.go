@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"os"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -25,6 +26,9 @@ import (
 )
 
 func TestMain(m *testing.M) {
+	if schema := os.Getenv(envHelperSchema); schema != "" {
+		os.Exit(runHelperRelay(schema))
+	}
 	goleak.VerifyTestMain(m)
 }
 

@@ -23,6 +23,7 @@ type metrics struct {
 	rejected       prometheus.Counter
 	publishRetries *prometheus.CounterVec // by the failed row's topic and retryReason
 	isLeader       prometheus.Gauge
+	topicHeld      *prometheus.GaugeVec // rows in outbox_held, by topic
 	commitToAck    prometheus.Histogram
 	collectables   []prometheus.Collector
 }
@@ -54,6 +55,10 @@ func newMetrics() *metrics {
 			Name: "dtx_relay_is_leader",
 			Help: "1 while this replica holds the relay lease and publishes, 0 on standby.",
 		}),
+		topicHeld: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "dtx_relay_topic_held",
+			Help: "Rows of a held topic waiting in outbox_held (the broker does not take the topic for now), on the replica that publishes.",
+		}, []string{"topic"}),
 		commitToAck: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "dtx_relay_commit_to_ack_seconds",
 			Help:    "Time from an outbox row's created_at to the broker's acknowledgement of its record.",
@@ -63,7 +68,7 @@ func newMetrics() *metrics {
 	for _, k := range []string{errKindRead, errKindProduce, errKindCheckpoint, errKindFenced, errKindLease} {
 		m.errors.WithLabelValues(k)
 	}
-	m.collectables = []prometheus.Collector{m.published, m.batchSize, m.errors, m.rejected, m.publishRetries, m.isLeader, m.commitToAck}
+	m.collectables = []prometheus.Collector{m.published, m.batchSize, m.errors, m.rejected, m.publishRetries, m.isLeader, m.topicHeld, m.commitToAck}
 	return m
 }
 

@@ -83,6 +83,9 @@ var refusedForGood = []*kerr.Error{
 // TOPIC_AUTHORIZATION_FAILED, ...), "timeout" for a record the broker did
 // not answer in time, or "other".
 func retryReason(err error) string {
+	if ue, ok := errors.AsType[*unsortedError](err); ok {
+		err = ue.err
+	}
 	if ke, ok := errors.AsType[*kerr.Error](err); ok {
 		return ke.Message
 	}
@@ -108,6 +111,35 @@ type badRowError struct{ err error }
 func (e *badRowError) Error() string { return e.err.Error() }
 func (e *badRowError) Unwrap() error { return e.err }
 
+// topicScoped lists the broker's answers that are faults of one topic's
+// environment, not of the record nor of the whole broker: the topic does
+// not exist (and is not created automatically), the relay may not write
+// it, or a policy refuses it. Such a topic is held (see held.go) when other
+// topics show that the broker is otherwise well.
+var topicScoped = []*kerr.Error{
+	kerr.UnknownTopicOrPartition,
+	kerr.UnknownTopicID,
+	kerr.TopicAuthorizationFailed,
+	kerr.PolicyViolation,
+}
+
+// isTopicScoped reports whether err is a fault of one topic's environment
+// (see topicScoped).
+func isTopicScoped(err error) bool {
+	ke, ok := errors.AsType[*kerr.Error](err)
+	return ok && slices.Contains(topicScoped, ke)
+}
+
+// unsortedError is a final refusal that may not be the record's own: the
+// record shared a partition, or a record batch, with a refused one, and the
+// relay could not tell them apart (it was draining, or an earlier row of
+// its topic failed otherwise). It is retried, never rejected.
+type unsortedError struct{ err error }
+
+func (e *unsortedError) Error() string {
+	return "refused, perhaps for another record of its partition: " + e.err.Error()
+}
+
 // rejection is a row the relay sets aside, with why.
 type rejection struct {
 	pos    txlog.Position
@@ -115,30 +147,29 @@ type rejection struct {
 	reason string
 }
 
-// outcome is what publishing one batch came to: the first done rows were
-// acknowledged or rejected (listed in rejected), in batch order; err is why
-// the row after them was not, nil when done is the whole batch.
-type outcome struct {
-	done     int
-	rejected []rejection
-	err      error
-}
-
-// publish produces the rows of a batch and waits for the broker: all at once
-// first; if records fail and the first failure is a final refusal, the failed
-// rows again one at a time and in order, to tell the refused rows (rejected)
-// from the ones that merely shared a partition, or a record batch, with
-// them. (franz-go fails every record buffered behind a failed batch of a
-// partition, so each partition's accepted records are a prefix of what was
-// produced to it: re-producing the failed ones in order keeps per-key
-// order.) A row that fails with any other error stops the batch there.
+// publish produces the rows of a batch, except those skip reports (nil:
+// none), and waits for the broker; it returns each row's error, nil for a
+// row acknowledged or skipped. All rows are produced at once first; if a
+// record is refused for good, the failed rows are produced again one at a
+// time and in order, to tell the refused rows from the ones that merely
+// shared a partition, or a record batch, with them (franz-go fails every
+// record buffered behind a failed batch of a partition, so each partition's
+// accepted records are a prefix of what was produced to it: re-producing
+// the failed ones in order keeps per-key order). In that second pass, a row
+// that fails for another reason stops its topic: the topic's later rows
+// keep their first error, so that no row of a key overtakes an earlier one.
+// A final refusal that was not sorted out so is returned as an
+// unsortedError, which isRefusedForGood does not match.
 //
 // Once ctx is done, publish waits at most the produce timeout more, and
 // does not sort out refusals.
-func (r *Relay) publish(ctx context.Context, cl *kgo.Client, rows []txlog.Row[row]) outcome {
+func (r *Relay) publish(ctx context.Context, cl *kgo.Client, rows []txlog.Row[row], skip func(i int) bool) []error {
 	recs := make([]*kgo.Record, len(rows))
 	bad := make([]error, len(rows))
 	for i := range rows {
+		if skip != nil && skip(i) {
+			continue
+		}
 		rec, err := record(&rows[i].Value)
 		if err != nil {
 			bad[i] = &badRowError{err: err}
@@ -152,32 +183,38 @@ func (r *Relay) publish(ctx context.Context, cl *kgo.Client, rows []txlog.Row[ro
 			errs[i] = err
 		}
 	}
-
-	first := slices.IndexFunc(errs, func(err error) bool { return err != nil })
+	first := slices.IndexFunc(errs, isRefusedForGood)
 	if first < 0 {
-		return outcome{done: len(rows)}
+		return errs
 	}
-	if !isRefusedForGood(errs[first]) || ctx.Err() != nil {
-		return outcome{done: first, err: errs[first]}
-	}
-	var rejected []rejection
+	stopped := map[string]bool{}
 	for i := first; i < len(rows); i++ {
-		err := errs[i]
-		if err == nil {
+		if errs[i] == nil {
+			continue
+		}
+		topic := rows[i].Value.Topic
+		if stopped[topic] || ctx.Err() != nil {
+			errs[i] = unsorted(errs[i])
 			continue
 		}
 		if recs[i] != nil {
-			err = r.produce(ctx, cl, rows[i:i+1], recs[i:i+1])[0]
+			errs[i] = r.produce(ctx, cl, rows[i:i+1], recs[i:i+1])[0]
 		}
-		switch {
-		case err == nil:
-		case isRefusedForGood(err) && ctx.Err() == nil:
-			rejected = append(rejected, rejection{pos: rows[i].Position, topic: rows[i].Value.Topic, reason: err.Error()})
-		default:
-			return outcome{done: i, rejected: rejected, err: err}
+		if errs[i] != nil && (!isRefusedForGood(errs[i]) || ctx.Err() != nil) {
+			errs[i] = unsorted(errs[i])
+			stopped[topic] = true
 		}
 	}
-	return outcome{done: len(rows), rejected: rejected}
+	return errs
+}
+
+// unsorted wraps err in an unsortedError if it is the broker's final
+// refusal (a row that cannot become a record is its own fault alone).
+func unsorted(err error) error {
+	if _, ok := errors.AsType[*badRowError](err); !ok && isRefusedForGood(err) {
+		return &unsortedError{err: err}
+	}
+	return err
 }
 
 // produce produces recs (nil entries are skipped) and returns each one's

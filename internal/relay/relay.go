@@ -8,7 +8,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/twmb/franz-go/pkg/kgo"
 
@@ -40,6 +39,7 @@ type Relay struct {
 	m      *metrics
 
 	running atomic.Bool
+	healthState
 }
 
 // New returns a Relay that reads the outbox with connections of pool and
@@ -162,7 +162,8 @@ func (r *Relay) Run(ctx context.Context) error {
 }
 
 // loop is the relay's work: while holding the lease, read a batch, publish
-// it, save the checkpoint; wait for rows when caught up.
+// it, save the checkpoint; retry the held topics (see held.go) beside it;
+// wait for rows when caught up.
 func (r *Relay) loop(ctx context.Context, cl *kgo.Client, l *lease, w *txlog.Subscription) {
 	var (
 		token      int64 // the lease token the checkpoint below was loaded under
@@ -170,6 +171,11 @@ func (r *Relay) loop(ctx context.Context, cl *kgo.Client, l *lease, w *txlog.Sub
 		registered bool
 		backoff    = minBackoff
 		warned     = retryWarnings{last: map[[2]string]time.Time{}, skipped: map[[2]string]int{}}
+		held       *heldState // the held topics of this term
+		stop       *Fault     // the fault that stopped publishing, nil while it goes on
+		// Rows after the checkpoint the broker acknowledged in this term
+		// while an earlier row failed: not produced again.
+		acked = map[txlog.Position]struct{}{}
 	)
 	fail := func(kind, msg string, err error) {
 		r.m.errors.WithLabelValues(kind).Inc()
@@ -177,11 +183,19 @@ func (r *Relay) loop(ctx context.Context, cl *kgo.Client, l *lease, w *txlog.Sub
 		wait.Sleep(ctx, jitter(backoff))
 		backoff = min(backoff*2, r.cfg.MaxBackoff)
 	}
+	defer func() { r.settle(ctx, l, held, &warned) }()
 	for ctx.Err() == nil {
 		// Checked before every batch: a replica that lost its lease, or was
 		// paused past it, publishes nothing more.
 		tok, ok := l.current()
 		if !ok {
+			if held != nil && !l.holding() {
+				// Lost: a standby reports nothing; the next term reloads.
+				r.settle(ctx, l, held, &warned)
+				held, stop, token = nil, nil, 0
+				r.m.topicHeld.Reset()
+				r.report(nil, nil)
+			}
 			l.wait(ctx, min(r.cfg.LeaseDuration/2, time.Second))
 			continue
 		}
@@ -194,15 +208,27 @@ func (r *Relay) loop(ctx context.Context, cl *kgo.Client, l *lease, w *txlog.Sub
 			registered = true
 		}
 		if tok != token {
-			// A new term: another replica may have moved the checkpoint.
+			// A new term: another replica may have moved the checkpoint and
+			// changed the held rows.
+			r.settle(ctx, l, held, &warned)
 			p, err := r.reader.LoadCheckpoint(ctx, r.pool)
 			if err != nil {
 				fail(errKindRead, "loading the checkpoint failed", err)
 				continue
 			}
-			token, after = tok, p
-			r.cfg.Logger.Info("relay: resuming from the checkpoint", "lease", r.cfg.Name, "token", tok, "checkpoint", p.String())
+			hs, err := r.loadHeld(ctx, tok)
+			if err != nil {
+				fail(errKindRead, "loading the held topics failed", err)
+				continue
+			}
+			token, after, held, stop = tok, p, hs, nil
+			clear(acked)
+			r.report(held, stop)
+			r.cfg.Logger.Info("relay: resuming from the checkpoint", "lease", r.cfg.Name, "token", tok, "checkpoint", p.String(),
+				"held_topics", len(held.topics))
 		}
+		r.tendHeld(ctx, cl, l, held, &warned)
+		r.report(held, stop)
 
 		b, err := r.reader.ReadBatch(ctx, r.pool, after)
 		if err != nil {
@@ -213,73 +239,91 @@ func (r *Relay) loop(ctx context.Context, cl *kgo.Client, l *lease, w *txlog.Sub
 		}
 		if len(b.Rows) > 0 {
 			r.m.batchSize.Observe(float64(len(b.Rows)))
-			out := r.publish(ctx, cl, b.Rows)
-			if out.done > 0 {
-				end := b.Rows[out.done-1].Position
-				if err := r.save(ctx, l, tok, end, out.rejected); err != nil {
+			errs := r.publish(ctx, cl, b.Rows, heldSkip(b.Rows, held, acked))
+			p := planBatch(b, errs, held, acked)
+			for _, pos := range p.acked {
+				acked[pos] = struct{}{}
+			}
+			if p.done > 0 {
+				end := b.Rows[p.done-1].Position
+				if err := r.save(ctx, l, tok, end, p.rejected, p.held); err != nil {
 					if errors.Is(err, errLeaseLost) {
 						r.m.errors.WithLabelValues(errKindFenced).Inc()
 						r.cfg.Logger.Warn("relay: the lease was taken over; the checkpoint stays where the new holder finds it", "err", err)
 						l.lose(tok, "the checkpoint was fenced")
-						token = 0
 						continue
 					}
 					fail(errKindCheckpoint, "saving the checkpoint failed; the batch will be published again", err)
 					continue
 				}
 				after = end
-				for _, rej := range out.rejected {
+				for pos := range acked {
+					if pos.Compare(end) <= 0 {
+						delete(acked, pos)
+					}
+				}
+				r.applyHeld(held, p, &warned)
+				for _, rej := range p.rejected {
 					r.m.rejected.Inc()
 					r.cfg.Logger.Error("relay: the broker refused a row for good; moved it to outbox_rejected",
 						"position", rej.pos.String(), "topic", rej.topic, "reason", rej.reason)
 				}
 			}
-			if out.err != nil {
+			if p.stop != nil {
+				r.m.errors.WithLabelValues(errKindProduce).Inc()
 				if ctx.Err() == nil {
-					failed := b.Rows[out.done]
-					reason := retryReason(out.err)
+					failed := b.Rows[p.done]
+					reason := retryReason(p.stop)
+					if stop == nil || stop.Topic != failed.Value.Topic || stop.Reason != reason {
+						since := time.Now()
+						if stop != nil {
+							since = stop.Since
+						}
+						stop = &Fault{Topic: failed.Value.Topic, Reason: reason, Since: since, Stopped: true}
+					}
+					r.report(held, stop)
 					r.m.publishRetries.WithLabelValues(failed.Value.Topic, reason).Inc()
 					if n, ok := warned.allow(failed.Value.Topic, reason, time.Now()); ok {
 						r.cfg.Logger.Warn("relay: publishing failed; retrying from the failed row, nothing is set aside",
 							"topic", failed.Value.Topic, "reason", reason, "position", failed.Position.String(),
-							"retry_in", backoff.String(), "retries_not_logged", n, "err", out.err)
+							"retry_in", backoff.String(), "retries_not_logged", n, "err", p.stop)
 					}
-					r.m.errors.WithLabelValues(errKindProduce).Inc()
 					wait.Sleep(ctx, jitter(backoff))
 					backoff = min(backoff*2, r.cfg.MaxBackoff)
-				} else {
-					r.m.errors.WithLabelValues(errKindProduce).Inc()
 				}
 				continue
 			}
-			backoff = minBackoff
+			backoff, stop = minBackoff, nil
+			r.report(held, stop)
 			if b.Full {
 				continue
 			}
 		}
-		backoff = minBackoff
-		_, _ = w.Wait(ctx, b.HorizonBlocked) // An error is ctx's: the loop ends.
+		backoff, stop = minBackoff, nil
+		r.report(held, stop)
+		r.idle(ctx, w, held, b.HorizonBlocked)
 	}
 }
 
-// save moves the rejected rows to outbox_rejected and the checkpoint to end
-// in one transaction, fenced by the lease token: nothing is saved unless
-// this replica still holds the lease with token.
-func (r *Relay) save(ctx context.Context, l *lease, token int64, end txlog.Position, rejected []rejection) error {
-	// The batch's records are published: save even while draining.
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), saveTimeout)
+// idle waits for rows (see txlog.Subscription.Wait), or until a retry of a
+// held topic lands or another is due.
+func (r *Relay) idle(ctx context.Context, w *txlog.Subscription, hs *heldState, blocked bool) {
+	wctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	return pgx.BeginFunc(ctx, r.pool, func(tx pgx.Tx) error {
-		if _, err := r.reader.SaveCheckpointFenced(ctx, tx, end, l.fence(token)); err != nil {
-			return err
+	if d, ok := hs.nextDue(); ok {
+		t := time.AfterFunc(d, cancel)
+		defer t.Stop()
+	}
+	stopWatch := make(chan struct{})
+	defer close(stopWatch)
+	go func() {
+		select {
+		case <-hs.landed:
+			cancel()
+		case <-stopWatch:
 		}
-		for _, rej := range rejected {
-			if _, err := tx.Exec(ctx, r.q.reject, rej.pos.TxID, rej.pos.Pos, rej.reason, r.cfg.Holder); err != nil {
-				return fmt.Errorf("relay: move row %s to outbox_rejected: %w", rej.pos, err)
-			}
-		}
-		return nil
-	})
+	}()
+	_, _ = w.Wait(wctx, blocked) // An error is wctx's: the loop goes on, or ends with ctx.
 }
 
 // retryWarnEvery is how often, at most, the relay warns about failed

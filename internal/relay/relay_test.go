@@ -307,6 +307,7 @@ func TestBrokerOutage(t *testing.T) {
 	require.LessOrEqual(t, errs, 4.0, "the relay backs off between attempts")
 	require.Less(t, dials, int64(100), "no dial storm")
 	require.Equal(t, cp, f.checkpoint(t), "nothing checkpointed while the broker is down")
+	require.ErrorContains(t, rr.relay.Health(), "publishing of every topic stopped", "the relay's health says it is stopped")
 
 	d.restore()
 	f.waitCheckpoint(t)

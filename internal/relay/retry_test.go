@@ -85,12 +85,19 @@ func TestRetriesRefusalsOfTheEnvironment(t *testing.T) {
 			require.Contains(t, logs, "level=WARN msg=\"relay: publishing failed")
 			require.Contains(t, logs, "topic="+topic)
 			require.Contains(t, logs, "reason="+fault.Message)
+			health := rr.relay.Health()
+			require.ErrorContains(t, health, "publishing of every topic stopped", "the relay's health says it is stopped")
+			require.ErrorContains(t, health, fmt.Sprintf("topic %q (%s)", topic, fault.Message))
+			var held int
+			require.NoError(t, f.schema.Pool.QueryRow(context.Background(), "SELECT count(*) FROM outbox_held").Scan(&held))
+			require.Zero(t, held, "a fault of every topic holds nothing")
 			warnings := strings.Count(logs, "msg=\"relay: publishing failed")
 			retries := rr.metricLabel(t, "dtx_relay_publish_retries_total", "reason", fault.Message)
 			require.Less(t, float64(warnings), retries, "warnings are rate-limited")
 
 			faulty.Store(false)
 			f.waitCheckpoint(t)
+			require.Eventually(t, func() bool { return rr.relay.Health() == nil }, waitFor, 20*time.Millisecond, "healthy again")
 			cons := &consumer{cl: newKfakeConsumer(t, addrs, topic)}
 			recs := cons.until(t, len(want)+1)
 			recs = append(recs, cons.more(t, 500*time.Millisecond)...)

@@ -97,6 +97,10 @@ type Config struct {
 	// name (see Names), so that deployments sharing a cluster keep apart.
 	// Defaults to ""; it may hold what a Kafka topic may (a-z A-Z 0-9 . _ -).
 	TopicPrefix string
+
+	// Security holds Kafka TLS and SASL and the secrets read from files
+	// (security.go).
+	Security
 }
 
 // Names returns the built-in topic and consumer group names of the
@@ -106,7 +110,8 @@ func (c *Config) Names() saga.TopicNames { return saga.Names(c.TopicPrefix) }
 var schemaNameRE = regexp.MustCompile(`^[a-z_][a-z0-9_]{0,62}$`)
 
 func (c *Config) validate() error {
-	var errs []error
+	// First: the URL may come from a file.
+	errs := []error{c.loadSecurity()}
 	if strings.TrimSpace(c.DatabaseURL) == "" {
 		errs = append(errs, errors.New("database-url (DTX_DATABASE_URL): must not be empty"))
 	}
@@ -325,6 +330,7 @@ func registerShared(s *Settings, c *Config, defaultAdminAddr string) {
 		"directory of the service's own JSON Schemas (<type>.v<version>.json), merged with the built-in ones; repeat the flag (or separate with commas) for several; a type and version defined twice is an error")
 	fs.StringVar(&c.TopicPrefix, "topic-prefix", "",
 		"prefix of every built-in topic and consumer group name (e.g. team-a. gives team-a.dtx.saga.replies), to share a cluster between deployments")
+	registerSecurity(s, c)
 }
 
 // RedactURL hides the password of a PostgreSQL URL or key=value connection

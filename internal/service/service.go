@@ -81,7 +81,10 @@ type Env struct {
 	Kafka    *kgo.Client
 	Registry *prometheus.Registry
 	// Admin is the admin server's mux: a work loop may add its own routes
-	// (e.g. an operator API) beside /healthz, /readyz and /metrics.
+	// beside /healthz, /readyz and /metrics. They are served without a
+	// credential to whoever reaches the admin address (probes, Prometheus):
+	// an API that reads business data or changes state needs a listener
+	// and credentials of its own, as the orchestrator's operator API has.
 	Admin *http.ServeMux
 	// Ready is closed when the process reports ready for the first time.
 	Ready <-chan struct{}
@@ -160,6 +163,8 @@ func (p *process) run(sigCtx context.Context) error {
 	p.log.Info("starting", "version", version(), "schema", cfg.Schema,
 		"database", RedactURL(cfg.DatabaseURL), "kafka_brokers", cfg.KafkaBrokers,
 		"schema_dirs", cfg.SchemaDirs, "schemas", len(p.schemas.Keys()), "topic_prefix", cfg.TopicPrefix)
+	p.log.Info("connection security", cfg.securityLogAttrs()...)
+	cfg.warnInsecure(p.log)
 
 	poolCfg, err := pgxpool.ParseConfig(cfg.DatabaseURL)
 	if err != nil {
@@ -167,6 +172,7 @@ func (p *process) run(sigCtx context.Context) error {
 		return fmt.Errorf("database-url (DTX_DATABASE_URL) %s: cannot be parsed", RedactURL(cfg.DatabaseURL))
 	}
 	poolCfg.ConnConfig.RuntimeParams["application_name"] = "dtx-" + p.app.Name
+	cfg.applyDatabaseSecrets(poolCfg)
 	pool, err := pgxpool.NewWithConfig(context.Background(), poolCfg)
 	if err != nil {
 		return fmt.Errorf("postgres pool: %w", err)
@@ -175,11 +181,11 @@ func (p *process) run(sigCtx context.Context) error {
 	// Close waits for them: bound the wait so the process still exits.
 	defer closeWithin(pool.Close, 5*time.Second, p.log)
 
-	kafka, err := kgo.NewClient(
+	kafka, err := kgo.NewClient(append(cfg.KafkaOpts(),
 		kgo.SeedBrokers(cfg.KafkaBrokers...),
 		kgo.ClientID("dtx-"+p.app.Name),
 		kgo.DialTimeout(cfg.ReadyTimeout),
-	)
+	)...)
 	if err != nil {
 		return fmt.Errorf("kafka client: %w", err)
 	}

@@ -75,6 +75,21 @@
 // per-key order (G4, docs/guarantees.md) take the key's lock before their first write
 // in the transaction, not after.
 //
+// # Watching the horizon
+//
+// The horizon is the xmin of a reading statement's snapshot. A HorizonWatch
+// looks at it every second (HorizonConfig.Interval) with the columns every role
+// may read: its own snapshot's xmin; for each watched log, whether a committed
+// row lies at or past it (such a row waits, and proves that a transaction still
+// runs at the xmin); and, while rows wait, the session whose
+// pg_stat_activity.backend_xid is that xmin (pid, database, role,
+// application_name), or the prepared transaction of that id. "Held for" is
+// the time since the watch first saw the horizon at that xmin: a lower bound of
+// how long the transaction has held it, counted in steps of the interval, and
+// reported (dtx_txlog_horizon_held_seconds{schema, log}) only while rows of
+// the log wait; 0 otherwise, however old the oldest transaction. When the
+// horizon moves, even to another long transaction, it starts over.
+//
 // # Reading a log
 //
 //	r, _ := txlog.NewReader(txlog.Config{Log: "outbox", Reader: "relay",
@@ -99,10 +114,17 @@
 // # How it fails
 //
 //   - A transaction left open stalls every reader of every log in the
-//     cluster: nothing committed after it began is read until it ends
-//     (dtx_txlog_oldest_open_tx_seconds shows it; so does HorizonBlocked).
-//     Only transactions that hold a transaction id count, in any database
-//     of the cluster, prepared transactions included; read-only ones do not.
+//     cluster: nothing committed after it took its id is read until it
+//     ends. Only transactions that hold a transaction id count, in any
+//     database of the cluster and of any role, prepared transactions
+//     included; read-only ones do not. Readers never skip past it: the
+//     rows it may still commit would be lost. A HorizonWatch shows it to a
+//     role without special privileges: dtx_txlog_horizon_held_seconds, a
+//     warning at most every 30 s naming the blocking pid, database and
+//     role, and Check for /readyz (not ready after a minute, by default);
+//     docs/runbook.md says how to find and end the transaction.
+//     dtx_txlog_oldest_open_tx_seconds misses other roles' transactions
+//     unless the role is a member of pg_read_all_stats.
 //   - ReadBatch inside a transaction that has written holds back rows of
 //     transactions newer than itself: read before writing.
 //   - A batch that is not full costs a second statement, an index probe past

@@ -95,13 +95,17 @@ func (c *MetricsConfig) validate() error {
 //   - dtx_txlog_reader_lag_seconds{schema, log, reader}: the age, by the
 //     log's TimeColumn, of the next row the reader will read; 0 when it has
 //     read every committed row. Reported only for logs with a TimeColumn.
-//   - dtx_txlog_oldest_open_tx_seconds: the age of the oldest transaction in
-//     the cluster that holds a transaction id (prepared transactions
-//     included), 0 if none. Every reader's horizon stops at the oldest such
-//     transaction: while it stays open, rows committed after it began wait,
-//     so a high value explains a growing lag. Read-only transactions hold
-//     no id and are not counted. Without the pg_read_all_stats role (or
-//     pg_monitor), sessions of other roles are not seen.
+//   - dtx_txlog_oldest_open_tx_seconds: the age, by xact_start, of the
+//     oldest transaction holding a transaction id among those the role can
+//     see the start of (prepared transactions included), 0 if none.
+//     PostgreSQL shows xact_start of other roles' sessions only to members
+//     of pg_read_all_stats (or pg_monitor) and superusers: for any other
+//     role it leaves out every other role's transaction, and reads 0 while
+//     such a transaction holds every reader back. It is kept for roles that
+//     see everything; dtx_txlog_horizon_held_seconds of a HorizonWatch is
+//     the signal that works for every role and counts only while rows of a
+//     log actually wait. Read-only transactions hold no id and are not
+//     counted.
 //   - dtx_txlog_metrics_errors_total: queries of scrapes that failed. A
 //     failed query is logged, and the scrape reports the rest.
 //
@@ -144,7 +148,7 @@ func NewCollector(db Querier, cfg MetricsConfig) (*Collector, error) {
 		lagSeconds: prometheus.NewDesc("dtx_txlog_reader_lag_seconds",
 			"Age of the next row the reader will read, 0 when it has read every committed row.", []string{"schema", "log", "reader"}, nil),
 		oldestTx: prometheus.NewDesc("dtx_txlog_oldest_open_tx_seconds",
-			"Age of the oldest open transaction holding a transaction id, which holds every log reader back.", nil, nil),
+			"Age of the oldest open transaction holding a transaction id whose start the role may see (all of them only with pg_read_all_stats); see dtx_txlog_horizon_held_seconds.", nil, nil),
 		errorsDesc: prometheus.NewDesc("dtx_txlog_metrics_errors_total",
 			"Metrics queries that failed.", nil, nil),
 	}

@@ -120,6 +120,8 @@ type Batch[T any] struct {
 	// transaction still running then (or the next id, if none ran). Every
 	// row returned has a lower tx_id; no row with a lower tx_id can appear
 	// later. When the batch is empty, it comes from the look past the end.
+	// A HorizonWatch reports how long it has stayed at one transaction
+	// while rows wait, and which session that transaction belongs to.
 	Horizon uint64
 }
 

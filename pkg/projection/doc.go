@@ -95,7 +95,12 @@
 //     handled it;
 //   - dtx_projection_events_behind{projection}: committed events after the
 //     projection's log checkpoint, counted at each scrape, for projections
-//     Run or CatchUp ran (the Kafka source does not move the checkpoint).
+//     Run or CatchUp ran (the Kafka source does not move the checkpoint);
+//   - the event store log's own metrics (dtx_txlog_reader_lag_rows and
+//     dtx_txlog_reader_lag_seconds for every registered reader of the
+//     events log, dtx_txlog_oldest_open_tx_seconds,
+//     dtx_txlog_metrics_errors_total), so do not register another collector
+//     of them on the same registry.
 //
 // The counters count handlings: a batch rolled back and retried counts
 // again.
@@ -113,8 +118,12 @@
 //     it. A second concurrent Rebuild of a projection fails with
 //     ErrRebuildRunning. The swap fails, and changes nothing, when objects
 //     depend on the live tables.
-//   - A transaction left open stalls every projection (as every reader of
-//     the log) for the events committed after it began.
+//   - A transaction with a transaction id left open anywhere in the
+//     cluster (any database, any role) stalls every projection, as every
+//     reader of the log, for the events committed after it took its id;
+//     they are applied once it ends, never skipped. The projector binary
+//     watches for it (dtx_txlog_horizon_held_seconds, a warning naming the
+//     blocking pid and database, /readyz); docs/runbook.md says what to do.
 //   - From Kafka, a failed record is retried by the middleware stack
 //     (middleware.Retry); one that fails for good (not an event-store event,
 //     an invalid envelope, a schema violation, a permanent error of Apply, a

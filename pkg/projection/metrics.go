@@ -12,6 +12,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/vextrus/dtx/internal/txlog"
 	"github.com/vextrus/dtx/pkg/eventstore/postgres"
 )
 
@@ -72,9 +73,20 @@ FROM ` + pgx.Identifier{schema, "txlog_checkpoints"}.Sanitize() + ` c
 WHERE c.log_name = '` + postgres.LogName + `' AND c.reader = ANY($1)`
 }
 
-func (m *metrics) register(reg prometheus.Registerer) error {
+// register registers the Runner's metrics and, for the event store's log
+// in schema, the log's own (see txlog.Collector: the lag of every
+// registered reader of the log, and the oldest open transaction).
+func (m *metrics) register(reg prometheus.Registerer, schema string) error {
+	logMetrics, err := txlog.NewCollector(m.pool, txlog.MetricsConfig{
+		Logs:    []txlog.MetricsLog{{Schema: schema, Log: postgres.LogName, TimeColumn: "recorded_at"}},
+		Timeout: m.timeout,
+		Logger:  m.logger,
+	})
+	if err != nil {
+		return err
+	}
 	var errs []error
-	for _, c := range []prometheus.Collector{m.applied, m.skipped, m.duplicates, m.lag, m} {
+	for _, c := range []prometheus.Collector{m.applied, m.skipped, m.duplicates, m.lag, m, logMetrics} {
 		errs = append(errs, reg.Register(c))
 	}
 	return errors.Join(errs...)

@@ -44,13 +44,15 @@ type Config struct {
 	// between 10ms and 1 minute.
 	PollInterval time.Duration
 
-	// Registerer receives the Runner's metrics (see the package
-	// documentation). Defaults to nil: metrics are kept but not
-	// registered. Register one Runner per registry.
+	// Registerer receives the Runner's metrics and those of the event
+	// store's log (see the package documentation). Defaults to nil:
+	// metrics are kept but not registered. Register one Runner per
+	// registry, and no other collector of the log's metrics (an outbox
+	// relay's) on it.
 	Registerer prometheus.Registerer
 
-	// MetricsTimeout bounds the query a scrape runs for
-	// dtx_projection_events_behind. Defaults to DefaultMetricsTimeout
+	// MetricsTimeout bounds the queries a scrape runs for
+	// dtx_projection_events_behind and the log's metrics. Defaults to DefaultMetricsTimeout
 	// (5s); between 10ms and 1 minute.
 	MetricsTimeout time.Duration
 
@@ -113,7 +115,7 @@ func New(store *postgres.Store, pool *pgxpool.Pool, cfg Config) (*Runner, error)
 	}
 	m := newMetrics(pool, store.Config().Schema, cfg.MetricsTimeout, cfg.Logger)
 	if cfg.Registerer != nil {
-		if err := m.register(cfg.Registerer); err != nil {
+		if err := m.register(cfg.Registerer, store.Config().Schema); err != nil {
 			return nil, fmt.Errorf("projection: register metrics: %w", err)
 		}
 	}

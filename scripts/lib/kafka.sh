@@ -26,13 +26,18 @@ KFAKE_PATTERN="$DTX_DEV/bin/dtx-dev kafka"
 
 KAFKA_PORT=${DTX_DEV_KAFKA_PORT:-9092}
 KAFKA_CONTROLLER_PORT=${DTX_DEV_KAFKA_CONTROLLER_PORT:-9093}
+# The SASL_PLAINTEXT listener with SCRAM-SHA-256 and SCRAM-SHA-512, user dtx,
+# password in .dev/kafka-scram.password (made once, random).
+KAFKA_SCRAM_PORT=${DTX_DEV_KAFKA_SCRAM_PORT:-9094}
+KAFKA_SCRAM_USER=dtx
+KAFKA_SCRAM_PASSWORD_FILE="$DTX_DEV/kafka-scram.password"
 KAFKA_START_TIMEOUT=${DTX_DEV_KAFKA_START_TIMEOUT:-90}
 KAFKA_ADDR="127.0.0.1:$KAFKA_PORT"
 
 # stop_apache_kafka and stop_kfake stop our broker of that kind, if it runs,
 # printing what they stopped; they return 1 when nothing ran.
 stop_apache_kafka() {
-	rm -f "$KAFKA_DIR/kafka.addr"
+	rm -f "$KAFKA_DIR/kafka.addr" "$KAFKA_DIR/scram.addr"
 	stop_pidfile "$KAFKA_PIDFILE" "$KAFKA_PATTERN" "Apache Kafka" 30
 }
 stop_kfake() {
@@ -66,11 +71,11 @@ kafka_wait_started() {
 # holds one of the broker's ports.
 kafka_ports_free() {
 	local port
-	for port in "$KAFKA_PORT" "$KAFKA_CONTROLLER_PORT"; do
+	for port in "$KAFKA_PORT" "$KAFKA_CONTROLLER_PORT" "$KAFKA_SCRAM_PORT"; do
 		if port_open 127.0.0.1 "$port"; then
 			die "127.0.0.1:$port is in use by a process scripts/deps.sh did not start. \
 If it is a Kafka broker you want to use, set DTX_KAFKA_BROKERS=127.0.0.1:$port; \
-otherwise stop it, or choose other ports with DTX_DEV_KAFKA_PORT and DTX_DEV_KAFKA_CONTROLLER_PORT."
+otherwise stop it, or choose other ports with DTX_DEV_KAFKA_PORT, DTX_DEV_KAFKA_CONTROLLER_PORT and DTX_DEV_KAFKA_SCRAM_PORT."
 		fi
 	done
 }
@@ -200,10 +205,11 @@ kafka_prepare_storage() {
 	props=$(<"$KAFKA_PROPS_TEMPLATE")
 	props=${props//@PORT@/$KAFKA_PORT}
 	props=${props//@CONTROLLER_PORT@/$KAFKA_CONTROLLER_PORT}
+	props=${props//@SCRAM_PORT@/$KAFKA_SCRAM_PORT}
 	props=${props//@DATA_DIR@/$KAFKA_DATA}
 	printf '%s\n' "$props" >"$KAFKA_PROPS"
 
-	stamp="kafka=$(kafka_version) port=$KAFKA_PORT controller_port=$KAFKA_CONTROLLER_PORT"
+	stamp="kafka=$(kafka_version) port=$KAFKA_PORT controller_port=$KAFKA_CONTROLLER_PORT scram_port=$KAFKA_SCRAM_PORT"
 	if [[ -f $KAFKA_DATA/meta.properties && -f $KAFKA_DIR/format.stamp &&
 		$(<"$KAFKA_DIR/format.stamp") == "$stamp" ]]; then
 		return 0
@@ -215,7 +221,10 @@ kafka_prepare_storage() {
 	mkdir -p "$KAFKA_DATA" "$KAFKA_LOGS"
 	cluster_id=$(kafka_java kafka.tools.StorageTool random-uuid 2>>"$KAFKA_DIR/format.log" | tail -n 1)
 	if [[ -z $cluster_id ]] ||
+		! kafka_scram_password ||
 		! kafka_java kafka.tools.StorageTool format --standalone -t "$cluster_id" -c "$KAFKA_PROPS" \
+			--add-scram "SCRAM-SHA-256=[name=$KAFKA_SCRAM_USER,password=$(<"$KAFKA_SCRAM_PASSWORD_FILE")]" \
+			--add-scram "SCRAM-SHA-512=[name=$KAFKA_SCRAM_USER,password=$(<"$KAFKA_SCRAM_PASSWORD_FILE")]" \
 			>>"$KAFKA_DIR/format.log" 2>&1; then
 		tail -n 20 "$KAFKA_DIR/format.log" >&2
 		rm -rf "$KAFKA_DATA"
@@ -223,6 +232,24 @@ kafka_prepare_storage() {
 		return 1
 	fi
 	echo "$stamp" >"$KAFKA_DIR/format.stamp"
+}
+
+# kafka_scram_password makes the SCRAM user's password file once: 32 hex
+# digits, readable by its owner only.
+kafka_scram_password() {
+	[[ -s $KAFKA_SCRAM_PASSWORD_FILE ]] && return 0
+	(umask 077 && od -An -N16 -tx1 /dev/urandom | tr -d ' \n' >"$KAFKA_SCRAM_PASSWORD_FILE")
+}
+
+# kafka_scram_env sets DTX_DEV_KAFKA_SCRAM_* when our running broker was
+# started with the SCRAM listener (a broker started before it existed has
+# none: it is reused as it is until restarted).
+kafka_scram_env() {
+	DTX_DEV_KAFKA_SCRAM_BROKERS= DTX_DEV_KAFKA_SCRAM_USERNAME= DTX_DEV_KAFKA_SCRAM_PASSWORD_FILE=
+	[[ $(cat "$KAFKA_DIR/scram.addr" 2>/dev/null) == "127.0.0.1:$KAFKA_SCRAM_PORT" && -s $KAFKA_SCRAM_PASSWORD_FILE ]] || return 0
+	DTX_DEV_KAFKA_SCRAM_BROKERS="127.0.0.1:$KAFKA_SCRAM_PORT"
+	DTX_DEV_KAFKA_SCRAM_USERNAME=$KAFKA_SCRAM_USER
+	DTX_DEV_KAFKA_SCRAM_PASSWORD_FILE=$KAFKA_SCRAM_PASSWORD_FILE
 }
 
 kafka_print_log_tail() {
@@ -243,6 +270,7 @@ apache_kafka_up() {
 		if [[ $(cat "$KAFKA_DIR/kafka.addr" 2>/dev/null) == "$KAFKA_ADDR $version" ]] && kafka_wait "$KAFKA_ADDR" 30s 2>/dev/null; then
 			DTX_KAFKA_BROKERS=$KAFKA_ADDR
 			DTX_KAFKA_KIND="apache-kafka-$version"
+			kafka_scram_env
 			echo "kafka: Apache Kafka $version (KRaft, single node) at $KAFKA_ADDR (reused)"
 			return 0
 		fi
@@ -275,6 +303,7 @@ apache_kafka_up() {
 		return 1
 	fi
 	echo "$KAFKA_ADDR $version" >"$KAFKA_DIR/kafka.addr"
+	echo "127.0.0.1:$KAFKA_SCRAM_PORT" >"$KAFKA_DIR/scram.addr"
 	if ! kafka_wait_started "$KAFKA_PIDFILE" "$KAFKA_PATTERN" "$KAFKA_START_TIMEOUT"; then
 		if pidfile_alive "$KAFKA_PIDFILE" "$KAFKA_PATTERN"; then
 			KAFKA_FAIL_REASON="Apache Kafka did not answer on $KAFKA_ADDR within ${KAFKA_START_TIMEOUT}s"
@@ -288,6 +317,7 @@ apache_kafka_up() {
 	fi
 	DTX_KAFKA_BROKERS=$KAFKA_ADDR
 	DTX_KAFKA_KIND="apache-kafka-$version"
+	kafka_scram_env
 	echo "kafka: Apache Kafka $version (KRaft, single node) at $KAFKA_ADDR (started in $((SECONDS - started))s)"
 }
 
@@ -355,6 +385,8 @@ kafka_check_settings() {
 	fi
 	[[ $KAFKA_PORT =~ ^[0-9]+$ && $KAFKA_CONTROLLER_PORT =~ ^[0-9]+$ && $KAFKA_PORT != "$KAFKA_CONTROLLER_PORT" ]] ||
 		die "DTX_DEV_KAFKA_PORT ($KAFKA_PORT) and DTX_DEV_KAFKA_CONTROLLER_PORT ($KAFKA_CONTROLLER_PORT) must be two different port numbers"
+	[[ $KAFKA_SCRAM_PORT =~ ^[0-9]+$ && $KAFKA_SCRAM_PORT != "$KAFKA_PORT" && $KAFKA_SCRAM_PORT != "$KAFKA_CONTROLLER_PORT" ]] ||
+		die "DTX_DEV_KAFKA_SCRAM_PORT ($KAFKA_SCRAM_PORT) must be a port number other than DTX_DEV_KAFKA_PORT and DTX_DEV_KAFKA_CONTROLLER_PORT"
 	[[ $KAFKA_START_TIMEOUT =~ ^[0-9]+$ ]] ||
 		die "DTX_DEV_KAFKA_START_TIMEOUT ($KAFKA_START_TIMEOUT) must be a number of seconds"
 }

@@ -59,7 +59,10 @@ func TestGettingStarted(t *testing.T) {
 	require.Contains(t, out, prefix+"billing.events")
 
 	// 2. The relay, the orchestrator with the example's schemas and
-	// definitions, and the service.
+	// definitions and its operator API with a token, and the service.
+	const operatorToken = "getting-started-0123456789abcdef"
+	tokenFile := filepath.Join(t.TempDir(), "operator-tokens")
+	require.NoError(t, os.WriteFile(tokenFile, []byte("guide:"+operatorToken+"\n"), 0o600))
 	relay := start(t, env, "outbox-relay", "--poll-interval", "100ms")
 	orch := start(t, env, "orchestrator",
 		"--schemas", contracts,
@@ -67,11 +70,14 @@ func TestGettingStarted(t *testing.T) {
 		"--reply-topic", prefix+saga.DefaultReplyTopic,
 		"--event-topic", prefix+saga.DefaultEventTopic,
 		"--group", prefix+"orchestrator",
-		"--scan-interval", "100ms")
+		"--scan-interval", "100ms",
+		"--operator-addr", "127.0.0.1:0",
+		"--operator-token-file", tokenFile)
 	billing := start(t, env, "billing", "--billing-schema", billingSchema,
 		"--http-addr", "127.0.0.1:0", "--topic-prefix", prefix, "--group-prefix", prefix+"billing")
 	relay.logs.WaitFor(t, "admin server listening", startWait)
-	admin := "http://" + orch.logs.WaitFor(t, "admin server listening", startWait)["addr"].(string)
+	orch.logs.WaitFor(t, "admin server listening", startWait)
+	operator := "http://" + orch.logs.WaitFor(t, "operator API listening", startWait)["addr"].(string)
 	orch.logs.WaitFor(t, "orchestrator: running", startWait)
 	api := "http://" + billing.logs.WaitFor(t, "billing: running", startWait)["http_addr"].(string)
 
@@ -121,21 +127,26 @@ func TestGettingStarted(t *testing.T) {
 	require.Contains(t, started, "saga id    "+prefix+"cli-1")
 	cliID := prefix + "cli-1"
 
-	// 5. The orchestrator's /sagas API: one saga per invoice, each ending as
-	// its input wants.
+	// 5. The orchestrator's operator API (with its token): one saga per
+	// invoice, each ending as its input wants.
+	require.Equal(t, http.StatusUnauthorized, do(http.MethodGet, operator+"/sagas", nil, nil).code, "the operator API needs the token")
+	getSagas := func(path string, v any) bool {
+		r := do(http.MethodGet, operator+path, map[string]string{"Authorization": "Bearer " + operatorToken}, nil)
+		return r.code == http.StatusOK && json.Unmarshal(r.body, v) == nil
+	}
 	want := map[string]saga.Status{okID: saga.StatusCompleted, blockedID: saga.StatusCompensated, cliID: saga.StatusCompleted}
 	for id, status := range want {
 		var d struct {
 			Status saga.Status `json:"status"`
 		}
 		require.Eventually(t, func() bool {
-			return getJSON(admin+"/sagas/"+id, &d) && d.Status == status
+			return getSagas("/sagas/"+id, &d) && d.Status == status
 		}, sagaWait, 100*time.Millisecond, "saga %s: want status %q; last seen: %+v", id, status, &d)
 	}
 	var list []struct {
 		ID string `json:"id"`
 	}
-	require.True(t, getJSON(admin+"/sagas?definition=billing-invoice", &list))
+	require.True(t, getSagas("/sagas?definition=billing-invoice", &list))
 	var ids []string
 	for _, s := range list {
 		ids = append(ids, s.ID)
@@ -145,6 +156,8 @@ func TestGettingStarted(t *testing.T) {
 	show := runCmd(t, env, "dtxctl", "saga", "show", blockedID, "--definitions", definitions)
 	require.Contains(t, show, "status      compensated")
 	require.Contains(t, show, "billing.invoice.rejected")
+	show = runCmd(t, env, "dtxctl", "saga", "show", blockedID, "--operator-url", operator, "--operator-token-file", tokenFile)
+	require.Contains(t, show, "status      compensated", "dtxctl reads the same through the operator API")
 
 	// 6. The service: effects, and the lifecycle events both downstream
 	// consumers saw.

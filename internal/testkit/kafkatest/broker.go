@@ -32,6 +32,58 @@ const (
 	brokerStopTimeout  = 60 * time.Second
 )
 
+// BrokerOption configures the private broker of StartBroker.
+type BrokerOption func(*brokerConfig)
+
+type brokerConfig struct {
+	scramUsers []scramUser
+	authorizer bool
+}
+
+type scramUser struct{ name, password string }
+
+// scramMechanisms are the mechanisms of the SASL listener; each user gets
+// credentials for both.
+var scramMechanisms = []string{"SCRAM-SHA-256", "SCRAM-SHA-512"}
+
+// WithSCRAMUser gives the broker a SASL_PLAINTEXT listener (Broker.SASLAddr)
+// that accepts SCRAM-SHA-256 and SCRAM-SHA-512, and creates the user name
+// with password for both mechanisms when the storage is formatted. Its
+// principal is User:<name>. Repeat it for more users. Name and password may
+// hold letters, digits and "-_." only (the format tool's syntax has no
+// quoting StartBroker relies on); StartBroker fails the test otherwise.
+func WithSCRAMUser(name, password string) BrokerOption {
+	return func(c *brokerConfig) { c.scramUsers = append(c.scramUsers, scramUser{name, password}) }
+}
+
+// WithAuthorizer turns on ACLs: the KRaft StandardAuthorizer, with no access
+// for a principal no ACL allows (allow.everyone.if.no.acl.found=false). The
+// PLAINTEXT listener (Broker.Addr), which authenticates nobody, stays
+// all-powerful: its principal, User:ANONYMOUS, which the controller
+// listener's traffic has too, is a super user. Create ACLs through it (kadm's
+// CreateACLs).
+func WithAuthorizer() BrokerOption {
+	return func(c *brokerConfig) { c.authorizer = true }
+}
+
+// validate checks the SCRAM users' names and passwords.
+func (c *brokerConfig) validate() error {
+	ok := func(s string) bool {
+		return s != "" && strings.IndexFunc(s, func(r rune) bool {
+			return !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '_' || r == '.')
+		}) < 0
+	}
+	for _, u := range c.scramUsers {
+		if !ok(u.name) {
+			return fmt.Errorf("WithSCRAMUser: name %q: want letters, digits and -_. only", u.name)
+		}
+		if !ok(u.password) {
+			return fmt.Errorf("WithSCRAMUser(%q): password: want letters, digits and -_. only", u.name)
+		}
+	}
+	return nil
+}
+
 // Broker is a private single-node Apache Kafka broker (KRaft, combined broker
 // and controller) for tests that stop and start Kafka, which they must never
 // do to the shared one. It listens on 127.0.0.1 on free ports and keeps its
@@ -45,6 +97,8 @@ type Broker struct {
 	props   string
 	port    int
 	ctlPort int
+	sasl    int // port of the SASL_PLAINTEXT listener; 0: none
+	cfg     brokerConfig
 
 	mu   sync.Mutex
 	cmd  *exec.Cmd
@@ -56,28 +110,46 @@ type Broker struct {
 // repository's .dev/kafka/libs (found by walking up from the working
 // directory to go.mod) with the java of $JAVA_HOME or PATH, in a 512 MB heap.
 // When java or the jars are missing it skips the test, except when CI=true,
-// where it fails it. Starting takes a few seconds.
-func StartBroker(t testing.TB) *Broker {
+// where it fails it. Starting takes a few seconds. Without options the broker
+// has one client listener, PLAINTEXT, open to all; opts add a SCRAM listener
+// (WithSCRAMUser) and ACLs (WithAuthorizer).
+func StartBroker(t testing.TB, opts ...BrokerOption) *Broker {
 	t.Helper()
+	var cfg brokerConfig
+	for _, o := range opts {
+		o(&cfg)
+	}
+	if err := cfg.validate(); err != nil {
+		t.Fatalf("kafkatest: StartBroker: %v", err)
+	}
 	java, libs, err := findBrokerRuntime()
 	if err != nil {
 		brokerSkipOrFail(t, err)
 	}
-	b := &Broker{t: t, java: java, libs: libs, dir: t.TempDir()}
+	b := &Broker{t: t, java: java, libs: libs, dir: t.TempDir(), cfg: cfg}
 	t.Cleanup(b.kill)
-	if b.port, err = freeBrokerPort(); err != nil {
-		t.Fatalf("kafkatest: find a free port: %v", err)
+	n := 2
+	if len(cfg.scramUsers) > 0 {
+		n = 3
 	}
-	for b.ctlPort == 0 || b.ctlPort == b.port {
-		if b.ctlPort, err = freeBrokerPort(); err != nil {
-			t.Fatalf("kafkatest: find a free port: %v", err)
-		}
+	ports, err := freeBrokerPorts(n)
+	if err != nil {
+		t.Fatalf("kafkatest: find free ports: %v", err)
+	}
+	b.port, b.ctlPort = ports[0], ports[1]
+	if n == 3 {
+		b.sasl = ports[2]
 	}
 	if err := b.configure(); err != nil {
 		t.Fatalf("kafkatest: configure the broker: %v", err)
 	}
-	out, err := b.javaCmd("kafka.tools.StorageTool", "format", "--standalone",
-		"-t", newClusterID(), "-c", b.props).CombinedOutput()
+	args := []string{"kafka.tools.StorageTool", "format", "--standalone", "-t", newClusterID(), "-c", b.props}
+	for _, u := range cfg.scramUsers {
+		for _, mech := range scramMechanisms {
+			args = append(args, "--add-scram", fmt.Sprintf("%s=[name=%s,password=%s]", mech, u.name, u.password))
+		}
+	}
+	out, err := b.javaCmd(args...).CombinedOutput()
 	if err != nil {
 		t.Fatalf("kafkatest: format the broker's storage: %v\n%s", err, out)
 	}
@@ -87,6 +159,17 @@ func StartBroker(t testing.TB) *Broker {
 
 // Addr returns the broker's host:port, the same across Stop and Start.
 func (b *Broker) Addr() string { return fmt.Sprintf("127.0.0.1:%d", b.port) }
+
+// SASLAddr returns the host:port of the broker's SASL_PLAINTEXT listener
+// (SCRAM-SHA-256 and SCRAM-SHA-512), the same across Stop and Start. It
+// fails the test if the broker was started without WithSCRAMUser.
+func (b *Broker) SASLAddr() string {
+	b.t.Helper()
+	if b.sasl == 0 {
+		b.t.Fatalf("kafkatest: SASLAddr: the broker has no SASL listener (start it with WithSCRAMUser)")
+	}
+	return fmt.Sprintf("127.0.0.1:%d", b.sasl)
+}
 
 // Start starts a stopped broker again, on the same ports with the same data,
 // and returns once it answers a metadata request. Starting a running broker
@@ -188,12 +271,20 @@ func (b *Broker) waitAnswers(exited <-chan struct{}) error {
 // configure writes server.properties and a log configuration into b.dir.
 func (b *Broker) configure() error {
 	data := filepath.Join(b.dir, "data")
+	listeners := fmt.Sprintf("PLAINTEXT://127.0.0.1:%d,CONTROLLER://127.0.0.1:%d", b.port, b.ctlPort)
+	advertised := fmt.Sprintf("PLAINTEXT://127.0.0.1:%d", b.port)
+	protocols := "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT"
+	if b.sasl != 0 {
+		listeners += fmt.Sprintf(",SASL_PLAINTEXT://127.0.0.1:%d", b.sasl)
+		advertised += fmt.Sprintf(",SASL_PLAINTEXT://127.0.0.1:%d", b.sasl)
+		protocols += ",SASL_PLAINTEXT:SASL_PLAINTEXT"
+	}
 	props := fmt.Sprintf(`process.roles=broker,controller
 node.id=1
 controller.quorum.bootstrap.servers=127.0.0.1:%[2]d
-listeners=PLAINTEXT://127.0.0.1:%[1]d,CONTROLLER://127.0.0.1:%[2]d
-advertised.listeners=PLAINTEXT://127.0.0.1:%[1]d
-listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
+listeners=%[4]s
+advertised.listeners=%[5]s
+listener.security.protocol.map=%[6]s
 inter.broker.listener.name=PLAINTEXT
 controller.listener.names=CONTROLLER
 log.dirs=%[3]s
@@ -207,7 +298,26 @@ min.insync.replicas=1
 num.partitions=1
 auto.create.topics.enable=true
 group.initial.rebalance.delay.ms=0
-`, b.port, b.ctlPort, data)
+`, b.port, b.ctlPort, data, listeners, advertised, protocols)
+	if b.sasl != 0 {
+		// As the development broker's SCRAM listener: both mechanisms, the
+		// users' credentials in the metadata log (written at format time).
+		props += `listener.name.sasl_plaintext.sasl.enabled.mechanisms=SCRAM-SHA-256,SCRAM-SHA-512
+listener.name.sasl_plaintext.scram-sha-256.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
+listener.name.sasl_plaintext.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
+`
+	}
+	if b.cfg.authorizer {
+		// The PLAINTEXT and CONTROLLER listeners authenticate nobody: their
+		// principal is User:ANONYMOUS, for the test's own clients, the
+		// inter-broker traffic and the broker's requests to its controller
+		// (registration, heartbeats) alike. As a super user it may do
+		// anything; every other principal needs ACLs.
+		props += `authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer
+allow.everyone.if.no.acl.found=false
+super.users=User:ANONYMOUS
+`
+	}
 	b.props = filepath.Join(b.dir, "server.properties")
 	if err := os.WriteFile(b.props, []byte(props), 0o600); err != nil {
 		return err
@@ -315,14 +425,20 @@ func newClusterID() string {
 	return base64.RawURLEncoding.EncodeToString(id)
 }
 
-// freeBrokerPort returns a TCP port on 127.0.0.1 that was free a moment ago.
-func freeBrokerPort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
+// freeBrokerPorts returns n different TCP ports on 127.0.0.1 that were free
+// a moment ago.
+func freeBrokerPorts(n int) ([]int, error) {
+	ports := make([]int, 0, n)
+	for range n {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return nil, err
+		}
+		// Held open until all are chosen, so that the ports differ.
+		defer l.Close()
+		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
+	return ports, nil
 }
 
 // brokerSkipOrFail skips the test because of err, or fails it when CI=true:

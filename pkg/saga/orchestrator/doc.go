@@ -21,7 +21,10 @@
 //  1. take the advisory lock of every saga of the batch, in ascending key
 //     order, and read the database's clock;
 //  2. record the batch's message ids in the inbox; a message recorded before
-//     is a duplicate and changes nothing;
+//     is a duplicate and changes nothing; a message that is then not applied
+//     (its saga does not exist, or runs a definition version this
+//     orchestrator lacks) is unrecorded in the same transaction, so that
+//     its redelivery or replay is applied;
 //  3. load and lock the sagas (SELECT ... FOR UPDATE);
 //  4. transition each saga for each of its inputs, in arrival order;
 //  5. write the sagas, their timeline, and the commands and lifecycle events
@@ -55,8 +58,15 @@
 //     (messages, ticks, operators), so no transition is applied twice.
 //   - Pinned versions. A saga runs the definition version it started with;
 //     the registry must keep that version while such sagas are in flight. A
-//     saga whose version is missing is reported (permanent error, log) and
-//     left untouched.
+//     reply for a saga whose version is missing here is a fault of the
+//     environment (a rolling deploy: this replica is of the previous
+//     release), not of the message: Handle neither applies nor records it,
+//     and tries it again with backoff (a warning at most every 10s, counted
+//     as dtx_saga_inputs_total{outcome="unknown_definition"}) until the
+//     message's context ends, then returns a retryable error so that the
+//     message is delivered again, to the replica that owns its partition
+//     next. No retry budget of the router can dead-letter it meanwhile; its
+//     partition waits, in order.
 //   - Bad commands park. A command whose payload fails its JSON Schema
 //     (Config.Schemas) parks its saga as Failed with the reason, rather than
 //     failing the reply that caused it again and again.
@@ -76,8 +86,13 @@
 // # Operators
 //
 // Operate applies retry, abort or compensate to one saga through the same
-// path; List and Show (also without an Orchestrator, for tools) read sagas
-// and their timelines; HTTPHandler serves them as a JSON API.
+// path, and the timeline records who (OperateParams.Actor) and why; List
+// and Show (also without an Orchestrator, for tools) read sagas and their
+// timelines; HTTPHandler serves them as a JSON API. The API requires an
+// Authenticator (bearer tokens with NewTokenAuthenticator, or read-only
+// access from this host with LoopbackReadOnly) for every request, and an
+// operation requires a JSON body with a reason, which a browser page
+// cannot send to it.
 //
 // # How it fails
 //
@@ -87,8 +102,24 @@
 //   - Malformed replies (no saga headers, bad attempt or phase, a payload
 //     that is not a JSON object) and triggers whose saga id cannot be mapped
 //     fail with a permanent error: dead-lettered, the partition moves on.
+//   - A reply for a saga that does not exist fails with a permanent error
+//     wrapping ErrUnknownSaga: dead-lettered, logged (a warning naming the
+//     saga id, message id and topic, at most every 10s) and counted
+//     (dtx_saga_inputs_total{outcome="unknown_saga"}). It is a fault of the
+//     record, not of the environment: a saga's row commits with its first
+//     commands, so no reply can precede it; such a reply comes from another
+//     deployment sharing the topic, or names a saga that was deleted.
+//     Dead-lettering keeps it for inspection rather than dropping it, and,
+//     as it is not recorded in the inbox, a replay is applied if the saga
+//     exists by then.
 //   - Handle returns ErrNotRunning once Run has stopped; before Run starts
 //     it waits.
 //   - A saga whose definition version is missing stays as it is until an
-//     orchestrator with that version handles it.
+//     orchestrator with that version handles it; its replies wait (see
+//     "Pinned versions"), and its scheduler ticks and operator commands on
+//     this replica fail with ErrUnknownDefinition.
+//   - The operator API answers 401 to a request without a credential its
+//     Authenticator accepts (logged at most once every 10 seconds), 403 to
+//     a read-only caller's operation, and 415 or 400 to an operation
+//     without a JSON body and a reason; none of them changes a saga.
 package orchestrator

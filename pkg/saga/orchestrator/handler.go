@@ -7,11 +7,14 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"sync"
+	"time"
 
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/jackc/pgx/v5"
 	"go.opentelemetry.io/otel/propagation"
 
+	"github.com/vextrus/dtx/internal/wait"
 	"github.com/vextrus/dtx/pkg/messaging"
 	"github.com/vextrus/dtx/pkg/messaging/middleware"
 	"github.com/vextrus/dtx/pkg/saga"
@@ -23,9 +26,20 @@ import (
 // the message for Run's workers, which handle it with others in one
 // transaction, and returns once that transaction committed (ack) or failed
 // (nack). A message that is not a reply and matches no trigger is acked and
-// ignored: trigger topics may carry other types. A malformed reply, or a
-// trigger whose saga id cannot be mapped, fails with a permanent error, so
-// the DeadLetter middleware moves it to the dead-letter topic.
+// ignored: trigger topics may carry other types. A malformed reply, a reply
+// for a saga that does not exist, or a trigger whose saga id cannot be
+// mapped, fails with a permanent error, so the DeadLetter middleware moves
+// it to the dead-letter topic; a reply for no saga is also logged (a
+// rate-limited warning) and counted.
+//
+// A reply for a saga whose definition version this orchestrator does not
+// hold (a replica of the previous release during a rolling deploy) is not
+// applied, not recorded and not failed: Handle tries it again with backoff
+// (a rate-limited warning, counted), for as long as the message's context
+// lasts. When the context ends (the partition goes to another replica, the
+// subscriber closes) it returns a retryable error, so the message is
+// delivered again, to a replica that may hold the version. No retry budget
+// of the router can dead-letter it meanwhile.
 func (o *Orchestrator) Handle(msg *message.Message) error {
 	ctx := msg.Context()
 	env, ok := middleware.EnvelopeFromContext(ctx)
@@ -45,10 +59,75 @@ func (o *Orchestrator) Handle(msg *message.Message) error {
 	if it.traceParent == "" {
 		it.traceParent, it.traceState = env.TraceParent, env.TraceState
 	}
-	if err := o.submit(ctx, it); err != nil {
-		return err
+	return o.handleItem(ctx, msg, it)
+}
+
+// Backoff of a reply whose saga's definition version is missing here.
+const (
+	missingDefinitionMinWait = 100 * time.Millisecond
+	missingDefinitionMaxWait = 10 * time.Second
+)
+
+// warnEvery is the shortest time between two warnings of one kind (see
+// warnLimiter).
+const warnEvery = 10 * time.Second
+
+// handleItem submits it, and again while its saga's definition version is
+// missing here, until ctx ends.
+func (o *Orchestrator) handleItem(ctx context.Context, msg *message.Message, it *item) error {
+	topic := msg.Metadata.Get(messaging.MetadataKafkaTopic)
+	for attempt := 1; ; attempt++ {
+		err := o.submit(ctx, it)
+		switch {
+		case err == nil:
+			return nil
+		case errors.Is(err, ErrUnknownSaga) && it.kind == kindReply:
+			if ok, held := o.warns.allow("unknown_saga", time.Now()); ok {
+				o.cfg.Logger.WarnContext(ctx, "orchestrator: reply for no saga; dead-lettering it",
+					"saga_id", it.sagaID, "message_id", msg.UUID, "type", it.cause.Type, "topic", topic,
+					"suppressed", held)
+			}
+			return err
+		case !errors.Is(err, ErrUnknownDefinition) || messaging.IsPermanent(err):
+			return err
+		}
+		delay := wait.Backoff(missingDefinitionMinWait, missingDefinitionMaxWait, attempt)
+		if ok, held := o.warns.allow("unknown_definition", time.Now()); ok {
+			o.cfg.Logger.WarnContext(ctx, "orchestrator: reply for a saga whose definition version this replica lacks; "+
+				"waiting for a replica that holds it (a rolling deploy?)",
+				"saga_id", it.sagaID, "message_id", msg.UUID, "topic", topic, "attempt", attempt,
+				"delay", delay, "err", err.Error(), "suppressed", held)
+		}
+		if !wait.Sleep(ctx, delay) {
+			return fmt.Errorf("orchestrator: reply %s of saga %q not applied, to be delivered again: %w", msg.UUID, it.sagaID, err)
+		}
+		it = it.again()
 	}
-	return nil
+}
+
+// warnLimiter lets through one warning of each kind per warnEvery, and
+// counts those it holds back. Its zero value is ready.
+type warnLimiter struct {
+	mu   sync.Mutex
+	last map[string]time.Time
+	held map[string]int
+}
+
+// allow reports whether a warning of kind may be logged at now, and how many
+// were held back since the last one.
+func (l *warnLimiter) allow(kind string, now time.Time) (ok bool, held int) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.last == nil {
+		l.last, l.held = map[string]time.Time{}, map[string]int{}
+	}
+	if last, seen := l.last[kind]; seen && now.Sub(last) < warnEvery {
+		l.held[kind]++
+		return false, 0
+	}
+	held = l.held[kind]
+	l.last[kind], l.held[kind] = now, 0
+	return true, held
 }
 
 // itemFor turns a consumed message into an item, or nil for a message that

@@ -23,7 +23,7 @@ func newMetrics(o *Orchestrator) *metrics {
 		o: o,
 		messages: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "dtx_saga_inputs_total",
-			Help: "Inputs handled by the orchestrator (replies, triggers, ticks, operator commands) by kind and outcome (applied, duplicate, ignored, unknown_saga).",
+			Help: "Inputs handled by the orchestrator (replies, triggers, ticks, operator commands) by kind and outcome (applied, duplicate, ignored, unknown_saga, unknown_definition: not applied, tried again).",
 		}, []string{"kind", "outcome"}),
 		events: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "dtx_saga_lifecycle_total",

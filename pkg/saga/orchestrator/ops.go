@@ -34,11 +34,23 @@ var ErrIgnored = errors.New("orchestrator: the operation does not apply to the s
 // know.
 var ErrUnknownOperation = errors.New("orchestrator: unknown operation (want retry, abort or compensate)")
 
+// OperateParams are the parameters of Operate.
+type OperateParams struct {
+	// Reason says why; the timeline and, for abort and compensate, the
+	// saga's Reason record it. Defaults to "by operator".
+	Reason string
+	// Actor says who operates; the timeline records it beside the
+	// operator's entry. Defaults to "": the entry names no one.
+	Actor string
+}
+
 // Operate applies an operator's command to saga id in a transaction of its
 // own, through the same transition path as messages (the saga is locked,
-// the commands go through the outbox, the timeline records it), and returns
-// the saga's new state. It works whether or not Run runs.
-func (o *Orchestrator) Operate(ctx context.Context, id string, op Operation, reason string) (saga.State, error) {
+// the commands go through the outbox, the timeline records it with
+// p.Actor and p.Reason), and returns the saga's new state. It works
+// whether or not Run runs.
+func (o *Orchestrator) Operate(ctx context.Context, id string, op Operation, p OperateParams) (saga.State, error) {
+	reason := p.Reason
 	if reason == "" {
 		reason = "by operator"
 	}
@@ -55,6 +67,7 @@ func (o *Orchestrator) Operate(ctx context.Context, id string, op Operation, rea
 	}
 	it := newItem(kindOperator, id)
 	it.input = in
+	it.actor = p.Actor
 	if err := o.inTx(ctx, []*item{it}); err != nil {
 		return saga.State{}, err
 	}
@@ -68,6 +81,17 @@ func (o *Orchestrator) Operate(ctx context.Context, id string, op Operation, rea
 		return *it.res.state, fmt.Errorf("%w: %s of a %s saga", ErrIgnored, op, it.res.state.Status)
 	}
 	return *it.res.state, nil
+}
+
+// actorAt returns the actor of the item's i-th timeline entry: an
+// operator's own entry comes first (saga.OutcomeOperator or
+// saga.OutcomeAborted); what follows it, or what another input causes,
+// names no one.
+func (it *item) actorAt(i int) string {
+	if it.kind == kindOperator && i == 0 {
+		return it.actor
+	}
+	return ""
 }
 
 // Summary is one saga in a list.
@@ -161,6 +185,8 @@ type TimelineEntry struct {
 	Outcome   string    `json:"outcome"`
 	ReplyType string    `json:"reply_type,omitempty"`
 	Detail    string    `json:"detail,omitempty"`
+	// Actor is who made an operator's entry (OperateParams.Actor), else "".
+	Actor string `json:"actor,omitempty"`
 }
 
 // Show returns saga id with its timeline.
@@ -196,7 +222,7 @@ func Show(ctx context.Context, db Querier, schema string, defs *saga.Registry, i
 	}
 	d.Timeline, err = pgx.CollectRows(rows, func(row pgx.CollectableRow) (TimelineEntry, error) {
 		var e TimelineEntry
-		err := row.Scan(&e.Seq, &e.At, &e.Step, &e.Phase, &e.Attempt, &e.Outcome, &e.ReplyType, &e.Detail)
+		err := row.Scan(&e.Seq, &e.At, &e.Step, &e.Phase, &e.Attempt, &e.Outcome, &e.ReplyType, &e.Detail, &e.Actor)
 		return e, err
 	})
 	if err != nil {

@@ -35,13 +35,13 @@ var ErrUnknownSaga = errors.New("orchestrator: no such saga")
 var ErrUnknownDefinition = errors.New("orchestrator: unknown saga definition")
 
 type queries struct {
-	lock, inbox, load, save, history, claim, list, show, timeline, counts string
+	lock, inbox, unrecord, load, save, history, claim, list, show, timeline, counts string
 }
 
 func loadQueries(schema string) (queries, error) {
 	l := sqlfile.NewLoader(sqlFS, "sql", schema)
 	q := queries{
-		lock: l.Load("lock.sql"), inbox: l.Load("inbox.sql"), load: l.Load("load.sql"),
+		lock: l.Load("lock.sql"), inbox: l.Load("inbox.sql"), unrecord: l.Load("unrecord.sql"), load: l.Load("load.sql"),
 		save: l.Load("save.sql"), history: l.Load("history.sql"), claim: l.Load("claim.sql"),
 		list: l.Load("list.sql"), show: l.Load("show.sql"), timeline: l.Load("timeline.sql"),
 		counts: l.Load("counts.sql"),
@@ -59,6 +59,7 @@ type Orchestrator struct {
 	m     *metrics
 
 	queue chan *item
+	warns warnLimiter // rate-limits Handle's warnings
 
 	mu      sync.Mutex
 	running bool

@@ -41,6 +41,8 @@ type item struct {
 	input saga.Input
 	// traceParent and traceState continue the trace of the message handled.
 	traceParent, traceState string
+	// actor is who gave an operator's command (kindOperator).
+	actor string
 
 	done chan result
 	res  result
@@ -50,7 +52,8 @@ type result struct {
 	err error
 	// state is the saga after the item (nil when the saga does not exist).
 	state *saga.State
-	// outcome says what the item did: applied, duplicate, ignored, unknown.
+	// outcome says what the item did: applied, duplicate, ignored,
+	// unknown_saga, unknown_definition.
 	outcome string
 }
 
@@ -60,10 +63,21 @@ const (
 	outcomeDuplicate = "duplicate"
 	outcomeIgnored   = "ignored"
 	outcomeUnknown   = "unknown_saga"
+	// outcomeNoDefinition: the saga's definition version is not in this
+	// orchestrator's registry; nothing was applied.
+	outcomeNoDefinition = "unknown_definition"
 )
 
 func newItem(k kind, sagaID string) *item {
 	return &item{kind: k, sagaID: sagaID, done: make(chan result, 1)}
+}
+
+// again returns a fresh copy of it, to submit once more.
+func (it *item) again() *item {
+	n := *it
+	n.done = make(chan result, 1)
+	n.res = result{}
+	return &n
 }
 
 func (it *item) finish(r result) {
@@ -92,7 +106,11 @@ func lockKey(schema, id string) int64 {
 
 // process applies items in tx: lock the sagas, deduplicate the messages,
 // load the sagas, transition each in item order, and write the new states,
-// their history, commands and lifecycle events.
+// their history, commands and lifecycle events. A message that was not
+// applied (its item ends with an error: no such saga, a definition version
+// this orchestrator lacks) is not left recorded in the inbox, so that a
+// later delivery of it (a redelivery, a replay from the dead-letter topic)
+// is applied rather than dropped as a duplicate.
 func (o *Orchestrator) process(ctx context.Context, tx pgx.Tx, items []*item) error {
 	var ids, msgIDs []string
 	seenID := map[string]bool{}
@@ -159,16 +177,31 @@ func (o *Orchestrator) process(ctx context.Context, tx pgx.Tx, items []*item) er
 	now = now.UTC()
 
 	var w writes
+	firstCopy := map[string]*item{}
+	var copies []*item // second copies within the batch
 	for _, it := range items {
 		if it.msgID != "" {
 			if !fresh[it.msgID] {
 				it.res.outcome = outcomeDuplicate
+				if firstCopy[it.msgID] != nil {
+					copies = append(copies, it)
+				}
 				continue
 			}
 			delete(fresh, it.msgID) // a second copy within the batch is a duplicate too
+			firstCopy[it.msgID] = it
 		}
 		if err := o.apply(it, sagas, now, &w); err != nil {
 			return err
+		}
+		if it.msgID != "" && it.res.err != nil {
+			w.unrecord = append(w.unrecord, it.msgID)
+		}
+	}
+	for _, it := range copies {
+		// A copy of a message that was not applied fails as it did.
+		if first := firstCopy[it.msgID]; first.res.err != nil {
+			it.res = result{err: first.res.err, outcome: first.res.outcome}
 		}
 	}
 	return o.write(ctx, tx, sagas, &w)
@@ -177,6 +210,9 @@ func (o *Orchestrator) process(ctx context.Context, tx pgx.Tx, items []*item) er
 // writes collects what a batch writes besides the saga rows.
 type writes struct {
 	history []historyRow
+	// unrecord holds the ids of messages recorded in the inbox by this
+	// batch but not applied.
+	unrecord []string
 	// envelopes by topic, topics in order of first use.
 	topics []string
 	envs   map[string][]messaging.Envelope
@@ -219,16 +255,27 @@ func (o *Orchestrator) apply(it *item, sagas map[string]*instance, now time.Time
 	default:
 		if inst == nil {
 			it.res.outcome = outcomeUnknown
-			if it.kind == kindOperator {
+			switch it.kind {
+			case kindOperator:
 				it.res.err = fmt.Errorf("%w: %q", ErrUnknownSaga, it.sagaID)
+			case kindReply:
+				// A fault of the record: a saga's row commits with its
+				// commands, so no reply can come before it. Dead-lettered,
+				// to be looked at (and replayed, should the saga appear).
+				it.res.err = messaging.Permanent(fmt.Errorf("%w: reply %s (%s) names saga %q",
+					ErrUnknownSaga, it.cause.ID, it.cause.Type, it.sagaID))
 			}
 			return nil
 		}
 		if inst.def == nil {
-			// Its definition version was removed from the registry: nothing
-			// can move it; say so rather than guess.
-			it.res.err = messaging.Permanent(fmt.Errorf("%w: saga %q runs %s@%d, which this orchestrator does not hold",
-				ErrUnknownDefinition, it.sagaID, inst.state.Definition, inst.state.Version))
+			// Its definition version is not in this orchestrator's
+			// registry: a fault of the environment (a rolling deploy in
+			// progress, a version removed too early), not of the message.
+			// Nothing is applied; the error is not permanent, and Handle
+			// waits for a replica that holds the version.
+			it.res.outcome = outcomeNoDefinition
+			it.res.err = fmt.Errorf("%w: saga %q runs %s@%d, which this orchestrator does not hold",
+				ErrUnknownDefinition, it.sagaID, inst.state.Definition, inst.state.Version)
 			return nil
 		}
 		res, err = saga.Transition(inst.def, inst.state, it.input, now)
@@ -266,10 +313,10 @@ func (o *Orchestrator) apply(it *item, sagas map[string]*instance, now time.Time
 	for _, e := range envs {
 		w.add(e.topic, e.env)
 	}
-	for _, h := range res.History {
+	for i, h := range res.History {
 		w.history = append(w.history, historyRow{SagaID: it.sagaID, TimelineEntry: TimelineEntry{
 			At: h.At, Step: h.Step, Phase: string(h.Phase), Attempt: h.Attempt,
-			Outcome: string(h.Outcome), ReplyType: h.ReplyType, Detail: h.Detail,
+			Outcome: string(h.Outcome), ReplyType: h.ReplyType, Detail: h.Detail, Actor: it.actorAt(i),
 		}})
 	}
 	inst.state = res.State
@@ -410,6 +457,9 @@ func (o *Orchestrator) write(ctx context.Context, tx pgx.Tx, sagas map[string]*i
 			return fmt.Errorf("orchestrator: encode saga rows: %w", err)
 		}
 		b.Queue(o.q.save, raw)
+	}
+	if len(w.unrecord) > 0 {
+		b.Queue(o.q.unrecord, o.cfg.Consumer, w.unrecord)
 	}
 	if len(w.history) > 0 {
 		raw, err := json.Marshal(w.history)

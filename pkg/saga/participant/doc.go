@@ -28,9 +28,14 @@
 //
 // The table <schema>.saga_barrier holds one row per (participant, saga, step,
 // phase), written in the transaction that handles the command, with the
-// handler's effects and the reply's outbox row (G1, G3, docs/guarantees.md):
+// handler's effects and the reply's outbox row (G1, G3, docs/guarantees.md).
+// The row records the reply sent: its headers and payload as the outbox got
+// them.
 //
-//   - An action whose row exists is a duplicate: nothing happens, no reply.
+//   - An action whose row exists is a duplicate: its handler does not run
+//     again. A redelivery of the command that was handled gets no reply; a
+//     command sent again gets the recorded reply again (see "Commands sent
+//     again").
 //   - An action that finds the step's compensation row arrived after the
 //     compensation: it is refused (recorded as such, no handler call, no
 //     reply; the orchestrator has moved on) and counted.
@@ -38,12 +43,9 @@
 //     records "applied"; a Reject discards the handler's writes (rollback to
 //     a savepoint taken before it ran) and commits the failure reply with the
 //     row, recorded as "rejected". Any other error rolls everything back.
-//   - A compensation whose row exists is a duplicate: its handler does not
-//     run again. A redelivery of the same command gets no reply; a new
-//     command (another attempt) gets the success reply again, for the
-//     orchestrator may be waiting for that attempt's answer (say the
-//     compensation first came before the saga asked for it); it ignores
-//     answers it does not wait for.
+//   - A compensation whose row exists is a duplicate, answered like an
+//     action's: its handler does not run again, a redelivery gets no reply,
+//     a command sent again gets the recorded reply again.
 //   - A compensation that finds no applied action (none yet, rejected or
 //     refused) is empty: recorded, so that a late action is refused, and
 //     answered with the success reply without calling its handler.
@@ -67,6 +69,33 @@
 // against its schema when the outbox has a registry; the outbox relay
 // publishes it after the commit.
 //
+// # Commands sent again
+//
+// The orchestrator sends a step's command again when it has not seen the
+// answer in time (its next attempt) or an operator resumes the saga
+// (retry). The first reply may be late, or may have reached the
+// orchestrator when it could not apply it. Such a command has its own id;
+// its row exists, so it is a duplicate, and, in the same transaction, it is
+// answered through the outbox with the reply the row records: the same
+// type, source, payload (byte for byte), correlation id, saga headers and
+// key, as a new message: a new id and time, the command sent again as its
+// cause, its attempt, and the trace context of the handling span. A new id,
+// because the orchestrator drops a reply whose id it has handled, also one
+// it handled while it was not waiting for it; that attempt, because it
+// accepts replies only to attempts it has sent, and an operator's retry
+// counts them from 1 again. The orchestrator ignores a reply to a step it
+// no longer waits for, so the re-sent reply changes a saga at most once.
+//
+// A refused action has no reply to re-send: the orchestrator has moved on
+// to the compensation. Rows written before migration 011 record no reply: a
+// compensation sent again is answered, as it was then, with the success
+// reply and the data the empty function builds; an action sent again is
+// answered with nothing, for its reply cannot be rebuilt and its handler
+// must not run twice: a warning is logged, and the saga will time out and
+// compensate. Both are counted in
+// dtx_participant_repeated_commands_total{participant, reply} (reply
+// "resent", "refused", "not_recorded").
+//
 // # Guarantees
 //
 //   - Effects once per (participant, saga, step, phase) while the barrier
@@ -74,9 +103,10 @@
 //     not at all.
 //   - Never both an applied action and an empty compensation: whichever
 //     comes first decides, under the step's lock.
-//   - One reply per handled command at most; none for redeliveries,
-//     duplicate actions and refused actions (a re-sent compensation is
-//     answered again, see above).
+//   - One reply per handled command; a command sent again (another command
+//     id) is answered with the recorded reply, in the transaction that finds
+//     it a duplicate; none for redeliveries of a handled command and for
+//     refused actions.
 //   - Replies of one saga keep their commit order on the reply topic: the
 //     reply key's lock is taken before anything is written (see package
 //     outbox, "Order per key").
@@ -93,10 +123,10 @@
 //     and are returned: the router's retry middleware decides, and a later
 //     delivery runs the handler again. A reply the outbox refuses (schema,
 //     size) and a reply without a type are permanent.
-//   - A re-sent action (the orchestrator's next attempt of a step whose
-//     reply it has not seen yet) is a duplicate: it gets no second reply,
-//     the first reply still answers it (the orchestrator accepts replies to
-//     earlier attempts of the step it waits for).
+//   - A recorded reply that no longer decodes (a row edited by hand) fails
+//     the command sent again with a permanent error. An action whose row
+//     predates recorded replies is not answered again (see "Commands sent
+//     again").
 //   - Barrier rows are kept until Prune deletes them. A command delivered
 //     again after its row was pruned runs again, and a compensation whose
 //     action row was pruned finds nothing to undo: retention must outlast

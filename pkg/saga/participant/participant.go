@@ -3,9 +3,11 @@ package participant
 import (
 	"context"
 	"embed"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"strings"
 	"sync"
 	"time"
@@ -184,8 +186,12 @@ const (
 	// writes were discarded, the failure reply committed with the barrier
 	// row.
 	Rejected
-	// Duplicate means the same phase of the step was handled before; nothing was
-	// done and no reply was sent.
+	// Duplicate means the same phase of the step was handled before: its
+	// handler did not run again. A redelivery of the command that was
+	// handled gets no reply (its reply committed with the barrier row); a
+	// command sent again (another command id: the orchestrator's next
+	// attempt, an operator's retry) is answered with the reply recorded
+	// then, re-sent (see the package documentation, "Commands sent again").
 	Duplicate
 	// Refused means an action that came after the step's compensation; its
 	// handler did not run and no reply was sent.
@@ -305,7 +311,20 @@ type Participant struct {
 	compensations map[string]compensation
 
 	results *prometheus.CounterVec
+	// repeated counts the commands sent again, by what answered them.
+	repeated *prometheus.CounterVec
 }
+
+// Answers to a command sent again, as the metric label "reply" spells them.
+const (
+	// repeatResent: the recorded reply was re-sent.
+	repeatResent = "resent"
+	// repeatRefused: the action was refused; nothing to answer.
+	repeatRefused = "refused"
+	// repeatNotRecorded: the barrier row predates recorded replies (an
+	// action handled before migration 011); nothing could be re-sent.
+	repeatNotRecorded = "not_recorded"
+)
 
 // New returns a Participant named cfg.Name on pool. It checks cfg and fails
 // with an error naming every invalid field; it does not touch the database.
@@ -329,11 +348,22 @@ func New(pool *pgxpool.Pool, cfg Config) (*Participant, error) {
 	for r := Applied; r <= Compensated; r++ {
 		results.WithLabelValues(r.String())
 	}
+	repeated := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "dtx_participant_repeated_commands_total",
+		Help: "Saga commands sent again (another command id for a step and phase already handled), by what answered " +
+			"them: resent (the reply recorded in the barrier, again), refused (nothing: the action was refused), " +
+			"not_recorded (nothing: the barrier row was written before replies were recorded).",
+		ConstLabels: prometheus.Labels{"participant": cfg.Name},
+	}, []string{"reply"})
+	for _, r := range []string{repeatResent, repeatRefused, repeatNotRecorded} {
+		repeated.WithLabelValues(r)
+	}
 	return &Participant{
 		pool: pool, cfg: cfg, q: q,
 		actions:       make(map[string]ActionFunc),
 		compensations: make(map[string]compensation),
 		results:       results,
+		repeated:      repeated,
 	}, nil
 }
 
@@ -341,9 +371,29 @@ func New(pool *pgxpool.Pool, cfg Config) (*Participant, error) {
 func (p *Participant) Name() string { return p.cfg.Name }
 
 // Collector returns the Participant's metrics for registration with a
-// Prometheus registry: the counter
-// dtx_participant_commands_total{participant, result}.
-func (p *Participant) Collector() prometheus.Collector { return p.results }
+// Prometheus registry: the counters
+// dtx_participant_commands_total{participant, result} and
+// dtx_participant_repeated_commands_total{participant, reply}.
+func (p *Participant) Collector() prometheus.Collector {
+	return collectors{p.results, p.repeated}
+}
+
+// collectors is several collectors as one.
+type collectors []prometheus.Collector
+
+// Describe implements prometheus.Collector.
+func (cs collectors) Describe(ch chan<- *prometheus.Desc) {
+	for _, c := range cs {
+		c.Describe(ch)
+	}
+}
+
+// Collect implements prometheus.Collector.
+func (cs collectors) Collect(ch chan<- prometheus.Metric) {
+	for _, c := range cs {
+		c.Collect(ch)
+	}
+}
 
 // Action registers fn as the handler of action commands of type
 // commandType. Like http.ServeMux, it panics on a programming error: an
@@ -487,6 +537,8 @@ func (p *Participant) handleCommand(ctx context.Context, tx pgx.Tx, cmd Command)
 		claimed    *string
 		other      *string
 		firstID    *string
+		first      *string // outcome of the existing row of the same phase
+		firstReply recorded
 		replyType  *string
 		hasHandler = cmd.Phase == saga.PhaseAction
 	)
@@ -501,7 +553,9 @@ func (p *Participant) handleCommand(ctx context.Context, tx pgx.Tx, cmd Command)
 		return row.Scan(&isolation)
 	})
 	b.Queue(p.q.claim, p.cfg.Name, cmd.SagaID, cmd.Step, string(cmd.Phase), cmd.Envelope.ID, replyType).
-		QueryRow(func(row pgx.Row) error { return row.Scan(&claimed, &other, &firstID) })
+		QueryRow(func(row pgx.Row) error {
+			return row.Scan(&claimed, &other, &firstID, &first, &firstReply.headers, &firstReply.payload)
+		})
 	if hasHandler {
 		b.Queue("SAVEPOINT " + savepoint)
 	}
@@ -515,16 +569,13 @@ func (p *Participant) handleCommand(ctx context.Context, tx pgx.Tx, cmd Command)
 		return 0, fmt.Errorf("participant %s: command %q: %w", p.cfg.Name, cmd.Envelope.ID, ErrIsolation)
 	}
 	if claimed == nil {
-		if cmd.Phase == saga.PhaseCompensation && (firstID == nil || *firstID != cmd.Envelope.ID) {
-			// A compensation sent again (another command, not a redelivery)
-			// is answered again, without running its handler: the
-			// orchestrator may be waiting for this attempt's answer (an
-			// earlier one came while it was not), and it ignores answers it
-			// does not wait for.
-			if err := p.reply(ctx, tx, cmd, Reply{Type: comp.replyType, Data: comp.emptyData(cmd)}); err != nil {
+		if firstID == nil || *firstID != cmd.Envelope.ID {
+			if err := p.answerAgain(ctx, tx, cmd, comp, first, firstReply); err != nil {
 				return 0, err
 			}
 		}
+		// Else a redelivery of the command handled: its reply committed
+		// with the barrier row and is on its way.
 		return Duplicate, nil
 	}
 
@@ -539,7 +590,13 @@ func (p *Participant) handleCommand(ctx context.Context, tx pgx.Tx, cmd Command)
 		} else {
 			data = comp.emptyData(cmd)
 		}
-		if err := p.reply(ctx, tx, cmd, Reply{Type: comp.replyType, Data: data}); err != nil {
+		env, rec, err := p.replyEnvelope(ctx, cmd, Reply{Type: comp.replyType, Data: data})
+		if err != nil {
+			return 0, err
+		}
+		b = pgx.Batch{}
+		b.Queue(p.q.settle, p.cfg.Name, cmd.SagaID, cmd.Step, string(cmd.Phase), nil, comp.replyType, rec.headers, rec.payload)
+		if err := p.sendBatch(ctx, tx, &b, cmd, env); err != nil {
 			return 0, err
 		}
 		return res, nil
@@ -559,6 +616,10 @@ func (p *Participant) handleCommand(ctx context.Context, tx pgx.Tx, cmd Command)
 		return 0, messaging.Permanent(fmt.Errorf("participant %s: command %q (type %q): the action handler's %s reply has no type: %w",
 			p.cfg.Name, cmd.Envelope.ID, cmd.Type, res, ErrInvalidReply))
 	}
+	env, rec, err := p.replyEnvelope(ctx, cmd, reply)
+	if err != nil {
+		return 0, err
+	}
 	if res == Rejected {
 		// On its own: the handler may have left the transaction aborted,
 		// and a batch prepares its statements before running any.
@@ -568,11 +629,8 @@ func (p *Participant) handleCommand(ctx context.Context, tx pgx.Tx, cmd Command)
 	}
 	b = pgx.Batch{}
 	b.Queue("RELEASE SAVEPOINT " + savepoint)
-	b.Queue(p.q.settle, p.cfg.Name, cmd.SagaID, cmd.Step, outcome, reply.Type)
-	if err := tx.SendBatch(ctx, &b).Close(); err != nil {
-		return 0, p.errorf(cmd, "settle the barrier", err)
-	}
-	if err := p.reply(ctx, tx, cmd, reply); err != nil {
+	b.Queue(p.q.settle, p.cfg.Name, cmd.SagaID, cmd.Step, string(cmd.Phase), outcome, reply.Type, rec.headers, rec.payload)
+	if err := p.sendBatch(ctx, tx, &b, cmd, env); err != nil {
 		return 0, err
 	}
 	return res, nil
@@ -585,11 +643,20 @@ const (
 	outcomeRefused  = "refused"
 )
 
-// reply writes the reply to cmd to the outbox in tx.
-func (p *Participant) reply(ctx context.Context, tx pgx.Tx, cmd Command, r Reply) error {
+// recorded is a reply as the barrier keeps it: the headers and the payload
+// of the record given to the outbox. Both are nil when none is kept.
+type recorded struct {
+	headers []byte // a JSON object of strings
+	payload []byte
+}
+
+// replyEnvelope builds the reply r to cmd, and the form the barrier keeps it
+// in.
+func (p *Participant) replyEnvelope(ctx context.Context, cmd Command, r Reply) (messaging.Envelope, recorded, error) {
 	env, err := messaging.NewEnvelope(r.Type, p.cfg.Source, r.Data)
 	if err != nil {
-		return messaging.Permanent(fmt.Errorf("participant %s: reply %q to command %q: %w: %w", p.cfg.Name, r.Type, cmd.Envelope.ID, ErrInvalidReply, err))
+		return messaging.Envelope{}, recorded{}, messaging.Permanent(fmt.Errorf("participant %s: reply %q to command %q: %w: %w",
+			p.cfg.Name, r.Type, cmd.Envelope.ID, ErrInvalidReply, err))
 	}
 	env = env.CausedBy(cmd.Envelope)
 	env.SagaID = cmd.SagaID
@@ -599,19 +666,146 @@ func (p *Participant) reply(ctx context.Context, tx pgx.Tx, cmd Command, r Reply
 		extension(saga.HeaderAttempt): cmd.attempt,
 		extension(saga.HeaderPhase):   string(cmd.Phase),
 	}
+	p.stampTrace(ctx, &env)
+	rec, err := record(env)
+	if err != nil {
+		return messaging.Envelope{}, recorded{}, messaging.Permanent(fmt.Errorf("participant %s: reply %q to command %q: %w: %w",
+			p.cfg.Name, r.Type, cmd.Envelope.ID, ErrInvalidReply, err))
+	}
+	return env, rec, nil
+}
+
+// stampTrace writes the trace context of the span in ctx into env.
+func (p *Participant) stampTrace(ctx context.Context, env *messaging.Envelope) {
 	carrier := make(message.Metadata)
 	p.cfg.Propagator.Inject(ctx, middleware.MetadataCarrier(carrier))
 	env.TraceParent = carrier[messaging.HeaderTraceParent]
 	env.TraceState = carrier[messaging.HeaderTraceState]
+}
 
-	if err := p.cfg.Outbox.WriteEnvelopes(ctx, tx, cmd.ReplyTo, env); err != nil {
+// record returns env as the barrier keeps it: the metadata and payload of
+// its message, which messaging.Decode reads back as env.
+func record(env messaging.Envelope) (recorded, error) {
+	msg, err := env.ToMessage()
+	if err != nil {
+		return recorded{}, err
+	}
+	headers, err := json.Marshal(map[string]string(msg.Metadata))
+	if err != nil {
+		return recorded{}, err
+	}
+	payload := []byte(msg.Payload)
+	if payload == nil {
+		payload = []byte{} // NULL means no reply kept
+	}
+	return recorded{headers: headers, payload: payload}, nil
+}
+
+// envelope reads a kept reply back.
+func (r recorded) envelope() (messaging.Envelope, error) {
+	var md map[string]string
+	if err := json.Unmarshal(r.headers, &md); err != nil {
+		return messaging.Envelope{}, fmt.Errorf("decode its headers: %w", err)
+	}
+	msg := message.NewMessage(md[messaging.HeaderID], r.payload)
+	msg.Metadata = md
+	return messaging.Decode(msg)
+}
+
+// answerAgain answers cmd, a command sent again for a step and phase whose
+// row exists (outcome first, reply rec), in tx, without running a handler.
+func (p *Participant) answerAgain(ctx context.Context, tx pgx.Tx, cmd Command, comp compensation, first *string, rec recorded) error {
+	var env messaging.Envelope
+	switch {
+	case rec.headers != nil:
+		kept, err := rec.envelope()
+		if err != nil {
+			// The row holds what this package wrote: it cannot be at fault
+			// unless edited by hand.
+			return messaging.Permanent(p.errorf(cmd, "read the recorded reply", err))
+		}
+		if env, err = p.resent(ctx, cmd, kept); err != nil {
+			return err
+		}
+	case cmd.Phase == saga.PhaseCompensation:
+		// A row written before replies were kept: a compensation's
+		// success reply is known, its data is what the empty function
+		// builds.
+		var err error
+		if env, _, err = p.replyEnvelope(ctx, cmd, Reply{Type: comp.replyType, Data: comp.emptyData(cmd)}); err != nil {
+			return err
+		}
+	case first != nil && *first == outcomeRefused:
+		// Nothing was answered the first time either: the orchestrator has
+		// moved on to the compensation.
+		p.repeated.WithLabelValues(repeatRefused).Inc()
+		return nil
+	default:
+		// An action handled before replies were kept: its reply cannot be
+		// rebuilt, and running the handler again would apply it twice.
+		p.repeated.WithLabelValues(repeatNotRecorded).Inc()
+		p.cfg.Logger.WarnContext(ctx, "participant: saga command sent again, but its step's reply was not recorded; "+
+			"sending nothing: the saga will time out and compensate", "participant", p.cfg.Name,
+			"saga_id", cmd.SagaID, "step", cmd.Step, "phase", string(cmd.Phase), "attempt", cmd.Attempt,
+			"type", cmd.Type, "command_id", cmd.Envelope.ID, "first_command_id", deref(first))
+		return nil
+	}
+	var b pgx.Batch
+	if err := p.sendBatch(ctx, tx, &b, cmd, env); err != nil {
+		return err
+	}
+	p.repeated.WithLabelValues(repeatResent).Inc()
+	return nil
+}
+
+// resent returns the kept reply as the answer to cmd: the same type, source,
+// payload, correlation and saga headers, with a new id and time, cmd as its
+// cause, cmd's attempt and the trace context of ctx. A new id, because the
+// orchestrator drops a reply whose id it has handled, also one it handled
+// while it was not waiting for it; cmd's attempt, because it accepts replies
+// only to attempts it has sent, and an operator's retry starts them again.
+func (p *Participant) resent(ctx context.Context, cmd Command, kept messaging.Envelope) (messaging.Envelope, error) {
+	fresh, err := messaging.NewEnvelope(kept.Type, kept.Source, nil)
+	if err != nil {
+		return messaging.Envelope{}, messaging.Permanent(p.errorf(cmd, "re-send the recorded reply", err))
+	}
+	env := kept
+	env.ID, env.Time = fresh.ID, fresh.Time
+	env.CausationID = cmd.Envelope.ID
+	env.Extensions = maps.Clone(kept.Extensions)
+	if env.Extensions == nil {
+		env.Extensions = map[string]string{}
+	}
+	env.Extensions[extension(saga.HeaderAttempt)] = cmd.attempt
+	p.stampTrace(ctx, &env)
+	return env, nil
+}
+
+// sendBatch sends b, with the reply env to cmd's reply topic queued after
+// its statements, in tx.
+func (p *Participant) sendBatch(ctx context.Context, tx pgx.Tx, b *pgx.Batch, cmd Command, env messaging.Envelope) error {
+	check, err := p.cfg.Outbox.QueueWriteEnvelopes(b, cmd.ReplyTo, env)
+	if err != nil {
 		if _, bad := errors.AsType[*outbox.MessageError](err); bad {
 			// The reply itself is at fault (schema, size): retrying cannot help.
 			err = messaging.Permanent(err)
 		}
-		return p.errorf(cmd, "write the reply "+r.Type, err)
+		return p.errorf(cmd, "write the reply "+env.Type, err)
+	}
+	if err := tx.SendBatch(ctx, b).Close(); err != nil {
+		return p.errorf(cmd, "record the reply "+env.Type, err)
+	}
+	if err := check(); err != nil {
+		return p.errorf(cmd, "write the reply "+env.Type, err)
 	}
 	return nil
+}
+
+func deref(s *string) string {
+	if s == nil {
+		return ""
+	}
+	return *s
 }
 
 func (p *Participant) errorf(cmd Command, what string, err error) error {

@@ -201,13 +201,15 @@ func TestDuplicateAction(t *testing.T) {
 
 	require.Equal(t, participant.Applied, handle(t, f.p, msg))
 	require.Equal(t, participant.Duplicate, handle(t, f.p, redeliver(t, msg)))
-	// A later attempt of the same step is a duplicate too.
+	require.Len(t, f.replies(t), 1, "a redelivery gets no second reply")
+	// A later attempt of the same step is a duplicate too: the handler does
+	// not run again, the recorded reply is sent again (see resend_test.go).
 	require.Equal(t, participant.Duplicate, handle(t, f.p, command(t, cmdOpts{sagaID: "s1", attempt: 2})))
 	require.NoError(t, f.p.Handle(redeliver(t, msg)), "Handle acks a duplicate")
 
 	require.EqualValues(t, 1, f.actions.Load())
 	require.Equal(t, 1, f.reservations(t, "s1"))
-	require.Len(t, f.replies(t), 1)
+	require.Len(t, f.replies(t), 2)
 	require.Equal(t, []barrierRow{{"stock", "s1", "reserve", "action", "applied", ptr(reservedType), msg.UUID}}, f.barrier(t, "s1"))
 	requireCount(t, f.p, participant.Applied, 1)
 	requireCount(t, f.p, participant.Duplicate, 3)

@@ -10,15 +10,16 @@
 --                 'empty' (nothing was done here that could be undone).
 --
 -- It returns the outcome recorded (NULL: a row existed, the command is a
--- duplicate), the outcome of the other phase's row (NULL: none) and the
--- command id of the existing row of the same phase (NULL: none).
+-- duplicate), the outcome of the other phase's row (NULL: none), and the
+-- command id, the outcome and the recorded reply (headers and payload, NULL
+-- when none was kept) of the existing row of the same phase (NULL: none).
 WITH other AS MATERIALIZED (
     SELECT outcome
     FROM {{.schema}}.saga_barrier
     WHERE participant = $1 AND saga_id = $2 AND step = $3
       AND phase = CASE $4::text WHEN 'action' THEN 'compensation' ELSE 'action' END
 ), same AS MATERIALIZED (
-    SELECT command_id
+    SELECT command_id, outcome, reply_headers, reply_payload
     FROM {{.schema}}.saga_barrier
     WHERE participant = $1 AND saga_id = $2 AND step = $3 AND phase = $4::text
 ), claimed AS (
@@ -34,4 +35,5 @@ WITH other AS MATERIALIZED (
     ON CONFLICT (participant, saga_id, step, phase) DO NOTHING
     RETURNING outcome
 )
-SELECT (SELECT outcome FROM claimed), (SELECT outcome FROM other), (SELECT command_id FROM same)
+SELECT (SELECT outcome FROM claimed), (SELECT outcome FROM other), (SELECT command_id FROM same),
+       (SELECT outcome FROM same), (SELECT reply_headers FROM same), (SELECT reply_payload FROM same)
