@@ -19,17 +19,19 @@
 // transaction:
 //
 //  1. take the advisory lock of every saga of the batch, in ascending key
-//     order, and read the database's clock;
-//  2. record the batch's message ids in the inbox; a message recorded before
-//     is a duplicate and changes nothing; a message that is then not applied
-//     (its saga does not exist, or runs a definition version this
-//     orchestrator lacks) is unrecorded in the same transaction, so that
-//     its redelivery or replay is applied;
-//  3. load and lock the sagas (SELECT ... FOR UPDATE);
-//  4. transition each saga for each of its inputs, in arrival order;
-//  5. write the sagas, their timeline, and the commands and lifecycle events
-//     to the outbox;
-//  6. commit, then ack every message of the batch.
+//     order, and read the database's clock; read which of the batch's
+//     messages the inbox recorded before (a duplicate changes nothing) and
+//     load the sagas: nothing is written yet, so the transaction has no id;
+//  2. transition each saga for each of its inputs, in arrival order, and
+//     build the records of the commands and lifecycle events, checked as the
+//     outbox checks them (envelope, schema, size);
+//  3. take the outbox's lock of every (topic, key) of those records (topics
+//     in ascending order), then record the applied messages in the inbox (a
+//     message not applied, because its saga does not exist or runs a
+//     definition version this orchestrator lacks, is not recorded, so that
+//     its redelivery or replay is applied), and write the sagas, their
+//     timeline and the records;
+//  4. commit, then ack every message of the batch.
 //
 // If the transaction fails, every message of the batch is handled again in a
 // transaction of its own, so that one bad message fails alone: its error goes
@@ -54,7 +56,7 @@
 //     tick writes the saga's real next due time. A replica that dies holding
 //     a claim leaves it to expire, and another replica ticks the saga.
 //   - Several replicas. Consumers of a group share partitions; a saga's
-//     advisory and row locks serialise whatever touches it, from any replica
+//     advisory lock serialises whatever touches it, from any replica
 //     (messages, ticks, operators), so no transition is applied twice.
 //   - Pinned versions. A saga runs the definition version it started with;
 //     the registry must keep that version while such sagas are in flight. A
@@ -67,9 +69,16 @@
 //     message is delivered again, to the replica that owns its partition
 //     next. No retry budget of the router can dead-letter it meanwhile; its
 //     partition waits, in order.
-//   - Bad commands park. A command whose payload fails its JSON Schema
-//     (Config.Schemas) parks its saga as Failed with the reason, rather than
-//     failing the reply that caused it again and again.
+//   - Bad commands park. A command that cannot be written, because its
+//     record is larger than the outbox's limit (outbox.DefaultMaxRecordBytes)
+//     or its payload fails its JSON Schema (Config.Schemas), is a fault of the
+//     record: the transaction that handles the input causing it (a reply, a
+//     trigger, a start, a scheduler tick) parks the saga as Failed instead
+//     (saga.Abort: no compensation runs), with the reason in its state and
+//     timeline; the input is applied and recorded, not failed, so a reply is
+//     neither retried nor dead-lettered and a tick does not fail again at
+//     every pass. Logged (an error at most every 10s) and counted
+//     (dtx_saga_commands_refused_total{definition, reason}).
 //   - Traceable (G8, docs/guarantees.md). Commands and events carry the saga id, the correlation
 //     id (the trigger's, else its id), the causation id (the message
 //     handled) and the trace context of the span that handled it; ticks
@@ -77,11 +86,20 @@
 //
 // # Order
 //
-// Commands are keyed by saga id unless the step's Key mapping says otherwise.
-// A saga's advisory lock is taken before its transaction's first write, so
-// the transaction gets its id after every earlier writer of the saga
-// committed and the relay publishes a saga's commands in commit order
-// (G4, docs/guarantees.md).
+// Commands are keyed by saga id unless the step's Key mapping says otherwise
+// (a customer id, say, shared by many sagas). A batch takes the outbox's lock
+// of every (topic, key) it writes before its transaction's first write, so
+// the transaction gets its id after every earlier writer of those keys
+// committed: the relay publishes the commands of one key, of one saga or of
+// many, in the order their transactions committed (G4, docs/guarantees.md).
+// A command decided after another of its key committed comes after it.
+// Nothing is promised across keys, nor between transactions that were open
+// at once for sagas that do not share a key.
+//
+// Start in a caller's transaction that wrote before it already holds its id:
+// the outbox then checks the order (outbox.KeyOrderVerify) and fails the
+// start with outbox.ErrKeyOrder when a younger transaction committed a record
+// of one of its keys; roll back and retry, starting the saga first.
 //
 // # Operators
 //
@@ -97,8 +115,12 @@
 // # How it fails
 //
 //   - Database errors fail the batch: the messages are nacked (or retried by
-//     the router's Retry middleware) and come again. Deadlocks and
-//     serialization failures are retried at once, three times.
+//     the router's Retry middleware) and come again. Deadlocks,
+//     serialization failures and a message recorded in the inbox by a
+//     concurrent transaction are retried at once, three times.
+//   - Start in a caller's transaction that already holds its id may fail
+//     with outbox.ErrKeyOrder (see "Order"): nothing is written; roll back
+//     and retry.
 //   - Malformed replies (no saga headers, bad attempt or phase, a payload
 //     that is not a JSON object) and triggers whose saga id cannot be mapped
 //     fail with a permanent error: dead-lettered, the partition moves on.

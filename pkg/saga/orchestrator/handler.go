@@ -257,6 +257,14 @@ type StartParams struct {
 // data, in tx (the caller's transaction: the saga starts if and only if tx
 // commits) or, when tx is nil, in a transaction of its own. It reports false
 // when a saga with that id exists already: starting is idempotent by id.
+//
+// In tx, call Start before tx writes anything: it then takes its commands'
+// key locks before tx gets its id, and they are published in commit order.
+// If tx wrote before, a younger transaction may have committed a command of
+// the same key meanwhile; Start then fails with outbox.ErrKeyOrder, having
+// written nothing: roll tx back and retry it. A first command that cannot be
+// written (too large, refused by its schema) starts the saga parked as
+// Failed (see the package documentation, "Bad commands park").
 func (o *Orchestrator) Start(ctx context.Context, tx pgx.Tx, name, id string, data map[string]any, p StartParams) (started bool, err error) {
 	def, ok := o.cfg.Definitions.Latest(name)
 	if !ok {

@@ -15,6 +15,7 @@ type metrics struct {
 	events    *prometheus.CounterVec
 	batchSize prometheus.Histogram
 	ticks     prometheus.Counter
+	refused   *prometheus.CounterVec
 	instances *prometheus.Desc
 }
 
@@ -38,13 +39,17 @@ func newMetrics(o *Orchestrator) *metrics {
 			Name: "dtx_saga_due_claimed_total",
 			Help: "Due sagas claimed by the scheduler (step timeouts, retry backoffs, saga deadlines).",
 		}),
+		refused: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "dtx_saga_commands_refused_total",
+			Help: "Commands that could not be written (too_large for the outbox, schema, invalid), by definition and reason; each parked its saga as failed.",
+		}, []string{"definition", "reason"}),
 		instances: prometheus.NewDesc("dtx_saga_instances",
 			"Sagas by definition and status, counted at each scrape.", []string{"definition", "status"}, nil),
 	}
 }
 
 func (m *metrics) register(reg prometheus.Registerer) error {
-	for _, c := range []prometheus.Collector{m.messages, m.events, m.batchSize, m.ticks, m} {
+	for _, c := range []prometheus.Collector{m.messages, m.events, m.batchSize, m.ticks, m.refused, m} {
 		if err := reg.Register(c); err != nil {
 			return err
 		}
@@ -59,6 +64,9 @@ func (m *metrics) observe(batch []*item) {
 	for _, it := range batch {
 		if it.res.outcome != "" {
 			m.messages.WithLabelValues(kindNames[it.kind], it.res.outcome).Inc()
+		}
+		if it.res.refused != "" {
+			m.refused.WithLabelValues(it.res.refusedDef, it.res.refused).Inc()
 		}
 	}
 }

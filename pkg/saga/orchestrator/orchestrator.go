@@ -35,14 +35,14 @@ var ErrUnknownSaga = errors.New("orchestrator: no such saga")
 var ErrUnknownDefinition = errors.New("orchestrator: unknown saga definition")
 
 type queries struct {
-	lock, inbox, unrecord, load, save, history, claim, list, show, timeline, counts string
+	lock, seen, inbox, load, save, history, outbox, claim, list, show, timeline, counts string
 }
 
 func loadQueries(schema string) (queries, error) {
 	l := sqlfile.NewLoader(sqlFS, "sql", schema)
 	q := queries{
-		lock: l.Load("lock.sql"), inbox: l.Load("inbox.sql"), unrecord: l.Load("unrecord.sql"), load: l.Load("load.sql"),
-		save: l.Load("save.sql"), history: l.Load("history.sql"), claim: l.Load("claim.sql"),
+		lock: l.Load("lock.sql"), seen: l.Load("seen.sql"), inbox: l.Load("inbox.sql"), load: l.Load("load.sql"),
+		save: l.Load("save.sql"), history: l.Load("history.sql"), outbox: l.Load("outbox.sql"), claim: l.Load("claim.sql"),
 		list: l.Load("list.sql"), show: l.Load("show.sql"), timeline: l.Load("timeline.sql"),
 		counts: l.Load("counts.sql"),
 	}
@@ -82,10 +82,11 @@ func New(pool *pgxpool.Pool, cfg Config) (*Orchestrator, error) {
 	if err != nil {
 		return nil, fmt.Errorf("orchestrator: %w", err)
 	}
-	// The saga's advisory lock, taken before the transaction's first write,
-	// orders the writers of a saga's commands (keyed by the saga id); the
-	// outbox need not check the order again.
-	ob, err := outbox.New(outbox.Config{Schema: cfg.Schema, Registry: cfg.Schemas, KeyOrder: outbox.KeyOrderUnchecked, Logger: cfg.Logger})
+	// A batch takes the outbox's lock of every (topic, key) it writes before
+	// its transaction gets an id (see process), so its own transactions never
+	// risk the order. A caller's transaction that wrote before Start cannot:
+	// KeyOrderVerify refuses it with ErrKeyOrder rather than invert a key.
+	ob, err := outbox.New(outbox.Config{Schema: cfg.Schema, Registry: cfg.Schemas, KeyOrder: outbox.KeyOrderVerify, Logger: cfg.Logger})
 	if err != nil {
 		return nil, fmt.Errorf("orchestrator: %w", err)
 	}
@@ -270,8 +271,8 @@ func (o *Orchestrator) runBatch(ctx context.Context, batch []*item) {
 	}
 }
 
-// inTx runs process in a transaction of its own, retrying deadlocks and
-// serialization failures a few times.
+// inTx runs process in a transaction of its own, retrying deadlocks,
+// serialization failures and a message recorded concurrently a few times.
 func (o *Orchestrator) inTx(ctx context.Context, batch []*item) error {
 	var err error
 	for attempt := range 3 {
@@ -282,6 +283,9 @@ func (o *Orchestrator) inTx(ctx context.Context, batch []*item) error {
 		}
 		err = o.tryTx(ctx, batch)
 		var pgErr *pgconn.PgError
+		if errors.Is(err, errInboxRace) {
+			continue
+		}
 		if err == nil || !errors.As(err, &pgErr) || (pgErr.Code != "40P01" && pgErr.Code != "40001") {
 			return err
 		}

@@ -4,15 +4,20 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"hash/fnv"
+	"maps"
 	"slices"
 	"strconv"
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/vextrus/dtx/pkg/messaging"
+	"github.com/vextrus/dtx/pkg/messaging/middleware"
+	"github.com/vextrus/dtx/pkg/messaging/outbox"
 	"github.com/vextrus/dtx/pkg/saga"
 )
 
@@ -55,6 +60,10 @@ type result struct {
 	// outcome says what the item did: applied, duplicate, ignored,
 	// unknown_saga, unknown_definition.
 	outcome string
+	// refused, if set, says why a command of the transition could not be
+	// written (the saga was parked instead), and refusedDef names the
+	// saga's definition.
+	refused, refusedDef string
 }
 
 // Outcomes of an item, as metrics label them.
@@ -104,13 +113,27 @@ func lockKey(schema, id string) int64 {
 	return int64(h.Sum64()) //nolint:gosec // a hash: wrapping is intended
 }
 
-// process applies items in tx: lock the sagas, deduplicate the messages,
-// load the sagas, transition each in item order, and write the new states,
-// their history, commands and lifecycle events. A message that was not
-// applied (its item ends with an error: no such saga, a definition version
-// this orchestrator lacks) is not left recorded in the inbox, so that a
-// later delivery of it (a redelivery, a replay from the dead-letter topic)
-// is applied rather than dropped as a duplicate.
+// errInboxRace: a message the batch found unrecorded was recorded by a
+// concurrent transaction before the batch recorded it. inTx retries the
+// batch, which then sees it as a duplicate.
+var errInboxRace = errors.New("orchestrator: a message of the batch was recorded by a concurrent transaction")
+
+// process applies items in tx. Its transaction takes its id only once it
+// holds every lock that orders what it writes:
+//
+//  1. without writing (the transaction gets no id): lock the sagas, read
+//     which messages were recorded before (duplicates) and load the sagas;
+//  2. transition each saga for each of its inputs, in item order, and build
+//     the records of their commands and lifecycle events (pure);
+//  3. take the outbox's lock of every (topic, key) to write, then record the
+//     applied messages in the inbox (the first write: the transaction's id
+//     comes after every earlier writer of these keys committed), and write
+//     the sagas, their history and the records.
+//
+// A message that was not applied (its item ends with an error: no such
+// saga, a definition version this orchestrator lacks) is not recorded in
+// the inbox, so that a later delivery of it (a redelivery, a replay from the
+// dead-letter topic) is applied rather than dropped as a duplicate.
 func (o *Orchestrator) process(ctx context.Context, tx pgx.Tx, items []*item) error {
 	var ids, msgIDs []string
 	seenID := map[string]bool{}
@@ -131,21 +154,22 @@ func (o *Orchestrator) process(ctx context.Context, tx pgx.Tx, items []*item) er
 	keys = slices.Compact(keys)
 
 	var now time.Time
-	fresh := map[string]bool{}
+	var hadXID bool
+	recorded := map[string]bool{}
 	sagas := map[string]*instance{}
 	var loadErr error
 	var b pgx.Batch
 	b.Queue(o.q.lock, keys).QueryRow(func(row pgx.Row) error {
-		return row.Scan(&now, nil)
+		return row.Scan(&now, nil, &hadXID)
 	})
 	if len(msgIDs) > 0 {
-		b.Queue(o.q.inbox, o.cfg.Consumer, msgIDs, o.cfg.InboxRetention.Microseconds()).Query(func(rows pgx.Rows) error {
+		b.Queue(o.q.seen, o.cfg.Consumer, msgIDs).Query(func(rows pgx.Rows) error {
 			for rows.Next() {
 				var id string
 				if err := rows.Scan(&id); err != nil {
 					return err
 				}
-				fresh[id] = true
+				recorded[id] = true
 			}
 			return rows.Err()
 		})
@@ -177,25 +201,27 @@ func (o *Orchestrator) process(ctx context.Context, tx pgx.Tx, items []*item) er
 	now = now.UTC()
 
 	var w writes
+	if origin, ok := middleware.OriginFromContext(ctx); ok {
+		w.stampBy = &origin
+	}
 	firstCopy := map[string]*item{}
 	var copies []*item // second copies within the batch
 	for _, it := range items {
 		if it.msgID != "" {
-			if !fresh[it.msgID] {
+			if recorded[it.msgID] || firstCopy[it.msgID] != nil {
 				it.res.outcome = outcomeDuplicate
 				if firstCopy[it.msgID] != nil {
 					copies = append(copies, it)
 				}
 				continue
 			}
-			delete(fresh, it.msgID) // a second copy within the batch is a duplicate too
 			firstCopy[it.msgID] = it
 		}
-		if err := o.apply(it, sagas, now, &w); err != nil {
+		if err := o.apply(ctx, it, sagas, now, &w); err != nil {
 			return err
 		}
-		if it.msgID != "" && it.res.err != nil {
-			w.unrecord = append(w.unrecord, it.msgID)
+		if it.msgID != "" && it.res.err == nil {
+			w.record = append(w.record, it.msgID)
 		}
 	}
 	for _, it := range copies {
@@ -204,28 +230,25 @@ func (o *Orchestrator) process(ctx context.Context, tx pgx.Tx, items []*item) er
 			it.res = result{err: first.res.err, outcome: first.res.outcome}
 		}
 	}
-	return o.write(ctx, tx, sagas, &w)
+	return o.write(ctx, tx, sagas, &w, hadXID)
 }
 
 // writes collects what a batch writes besides the saga rows.
 type writes struct {
+	// stampBy is the origin the context carries, if any: it stamps the
+	// records as the outbox's Write would.
+	stampBy *middleware.Origin
 	history []historyRow
-	// unrecord holds the ids of messages recorded in the inbox by this
-	// batch but not applied.
-	unrecord []string
-	// envelopes by topic, topics in order of first use.
-	topics []string
-	envs   map[string][]messaging.Envelope
+	// record holds the ids of the messages applied, to record in the inbox.
+	record []string
+	// rows are the outbox records, in order.
+	rows []outboxRow
 }
 
-func (w *writes) add(topic string, env messaging.Envelope) {
-	if w.envs == nil {
-		w.envs = map[string][]messaging.Envelope{}
-	}
-	if _, ok := w.envs[topic]; !ok {
-		w.topics = append(w.topics, topic)
-	}
-	w.envs[topic] = append(w.envs[topic], env)
+// outboxRow is one record to write.
+type outboxRow struct {
+	topic string
+	rec   outbox.Record
 }
 
 // historyRow is a timeline entry to insert (its Seq is the table's).
@@ -235,7 +258,7 @@ type historyRow struct {
 }
 
 // apply transitions the item's saga and collects what to write.
-func (o *Orchestrator) apply(it *item, sagas map[string]*instance, now time.Time, w *writes) error {
+func (o *Orchestrator) apply(ctx context.Context, it *item, sagas map[string]*instance, now time.Time, w *writes) error {
 	inst := sagas[it.sagaID]
 	var res saga.Result
 	var err error
@@ -294,10 +317,18 @@ func (o *Orchestrator) apply(it *item, sagas map[string]*instance, now time.Time
 		return nil
 	}
 
-	envs, err := o.envelopes(it, inst.def, res)
+	rows, err := o.records(it, inst.def, res, w.stampBy)
 	if err != nil {
-		// A command that cannot be written (its mapping gives a payload its
-		// schema refuses) would fail every time: park the saga instead.
+		// A command that cannot be written (too large for the outbox, a
+		// payload its schema refuses) is a fault of the record: it would
+		// fail every time, and the input that caused it with it. Park the
+		// saga instead, in this transaction; the input is applied.
+		reason := refusal(err)
+		it.res.refused, it.res.refusedDef = reason, inst.def.Name
+		if ok, held := o.warns.allow("command_refused", time.Now()); ok {
+			o.cfg.Logger.ErrorContext(ctx, "orchestrator: a command of the saga cannot be written; parking the saga as failed",
+				"saga_id", it.sagaID, "definition", inst.def.Ref(), "reason", reason, "err", err.Error(), "suppressed", held)
+		}
 		parked, perr := saga.Transition(inst.def, res.State, saga.Abort{Reason: err.Error()}, now)
 		if perr != nil {
 			return fmt.Errorf("orchestrator: saga %q: park after %w: %w", it.sagaID, err, perr)
@@ -306,13 +337,11 @@ func (o *Orchestrator) apply(it *item, sagas map[string]*instance, now time.Time
 		res.State = parked.State
 		res.Events = append(res.Events, parked.Events...)
 		res.History = append(res.History, parked.History...)
-		if envs, err = o.envelopes(it, inst.def, res); err != nil {
+		if rows, err = o.records(it, inst.def, res, w.stampBy); err != nil {
 			return fmt.Errorf("orchestrator: saga %q: %w", it.sagaID, err)
 		}
 	}
-	for _, e := range envs {
-		w.add(e.topic, e.env)
-	}
+	w.rows = append(w.rows, rows...)
 	for i, h := range res.History {
 		w.history = append(w.history, historyRow{SagaID: it.sagaID, TimelineEntry: TimelineEntry{
 			At: h.At, Step: h.Step, Phase: string(h.Phase), Attempt: h.Attempt,
@@ -332,14 +361,30 @@ func (o *Orchestrator) apply(it *item, sagas map[string]*instance, now time.Time
 	return nil
 }
 
-type topicEnvelope struct {
-	topic string
-	env   messaging.Envelope
+// Reasons a command is refused, the label "reason" of
+// dtx_saga_commands_refused_total.
+const (
+	refusedTooLarge = "too_large"
+	refusedSchema   = "schema"
+	refusedInvalid  = "invalid"
+)
+
+// refusal names the reason of a record's fault.
+func refusal(err error) string {
+	switch {
+	case errors.Is(err, outbox.ErrTooLarge):
+		return refusedTooLarge
+	case errors.Is(err, messaging.ErrSchemaViolation), errors.Is(err, messaging.ErrUnknownType):
+		return refusedSchema
+	}
+	return refusedInvalid
 }
 
-// envelopes builds the records of a transition's commands and lifecycle
-// events, and validates them when Config.Schemas is set.
-func (o *Orchestrator) envelopes(it *item, def *saga.Definition, res saga.Result) ([]topicEnvelope, error) {
+// records builds the outbox records of a transition's commands and
+// lifecycle events and checks them as the outbox's Write would (envelope,
+// schema when Config.Schemas is set, size): a record that fails fails here,
+// before the transaction writes anything.
+func (o *Orchestrator) records(it *item, def *saga.Definition, res saga.Result, origin *middleware.Origin) ([]outboxRow, error) {
 	st := res.State
 	trace := func(e *messaging.Envelope) {
 		e.TraceParent, e.TraceState = it.traceParent, it.traceState
@@ -353,8 +398,19 @@ func (o *Orchestrator) envelopes(it *item, def *saga.Definition, res saga.Result
 		}
 		e.CausationID = it.cause.ID
 		trace(e)
+		if origin != nil {
+			*e = origin.StampEnvelope(*e)
+		}
 	}
-	var out []topicEnvelope
+	var out []outboxRow
+	add := func(topic string, env messaging.Envelope) error {
+		recs, err := o.ob.Records(env)
+		if err != nil {
+			return err
+		}
+		out = append(out, outboxRow{topic: topic, rec: recs[0]})
+		return nil
+	}
 	for _, c := range res.Commands {
 		env, err := messaging.NewEnvelope(c.Type, o.cfg.Source, c.Payload)
 		if err != nil {
@@ -372,12 +428,9 @@ func (o *Orchestrator) envelopes(it *item, def *saga.Definition, res saga.Result
 			saga.ExtensionReplyTo:    o.cfg.ReplyTopic,
 			saga.ExtensionDefinition: def.Ref(),
 		}
-		if o.cfg.Schemas != nil {
-			if err := o.cfg.Schemas.ValidateEnvelope(env); err != nil {
-				return nil, fmt.Errorf("step %q: %s command %s: %w", c.Step, c.Phase, c.Type, err)
-			}
+		if err := add(c.Topic, env); err != nil {
+			return nil, fmt.Errorf("step %q: %s command %s: %w", c.Step, c.Phase, c.Type, err)
 		}
-		out = append(out, topicEnvelope{c.Topic, env})
 	}
 	if o.cfg.DisableEvents {
 		return out, nil
@@ -393,7 +446,9 @@ func (o *Orchestrator) envelopes(it *item, def *saga.Definition, res saga.Result
 		stamp(&env)
 		env.PartitionKey = st.ID
 		env.Extensions = map[string]string{saga.ExtensionDefinition: def.Ref()}
-		out = append(out, topicEnvelope{o.cfg.EventTopic, env})
+		if err := add(o.cfg.EventTopic, env); err != nil {
+			return nil, fmt.Errorf("lifecycle event %s: %w", ev.Type, err)
+		}
 	}
 	return out, nil
 }
@@ -427,8 +482,17 @@ type sagaRow struct {
 	UpdatedAt         time.Time       `json:"updated_at"`
 }
 
-// write stores the changed sagas, the history and the outbox records.
-func (o *Orchestrator) write(ctx context.Context, tx pgx.Tx, sagas map[string]*instance, w *writes) error {
+// write stores the changed sagas, the history, the inbox records and the
+// outbox records. It first takes the outbox's lock of every (topic, key) of
+// the records, topics in ascending order and each topic's keys in the
+// outbox's order, so that two batches never wait for each other in a cycle.
+// The transaction has no id yet (hadXID false: process only locked and
+// read), so the locks and the writes go in one round trip: the id it gets at
+// its first write comes after every earlier writer of these keys committed,
+// and the relay publishes each key's records in commit order. A caller's
+// transaction that already had its id (hadXID) sends the locks alone and
+// lets the outbox check the order (outbox.ErrKeyOrder) before writing.
+func (o *Orchestrator) write(ctx context.Context, tx pgx.Tx, sagas map[string]*instance, w *writes, hadXID bool) error {
 	var rows []sagaRow
 	for id, inst := range sagas {
 		if !inst.changed {
@@ -450,16 +514,36 @@ func (o *Orchestrator) write(ctx context.Context, tx pgx.Tx, sagas map[string]*i
 		}
 		rows = append(rows, r)
 	}
+
 	var b pgx.Batch
+	checks, err := o.queueKeyLocks(&b, w.rows)
+	if err != nil {
+		return err
+	}
+	if hadXID && b.Len() > 0 {
+		if err := tx.SendBatch(ctx, &b).Close(); err != nil {
+			return fmt.Errorf("orchestrator: lock the outbox keys: %w", err)
+		}
+		for _, check := range checks {
+			if err := check(ctx, tx); err != nil {
+				return fmt.Errorf("orchestrator: %w", err)
+			}
+		}
+		b, checks = pgx.Batch{}, nil
+	}
+	var recorded int64
+	if len(w.record) > 0 {
+		b.Queue(o.q.inbox, o.cfg.Consumer, w.record, o.cfg.InboxRetention.Microseconds()).Exec(func(tag pgconn.CommandTag) error {
+			recorded = tag.RowsAffected()
+			return nil
+		})
+	}
 	if len(rows) > 0 {
 		raw, err := json.Marshal(rows)
 		if err != nil {
 			return fmt.Errorf("orchestrator: encode saga rows: %w", err)
 		}
 		b.Queue(o.q.save, raw)
-	}
-	if len(w.unrecord) > 0 {
-		b.Queue(o.q.unrecord, o.cfg.Consumer, w.unrecord)
 	}
 	if len(w.history) > 0 {
 		raw, err := json.Marshal(w.history)
@@ -468,17 +552,51 @@ func (o *Orchestrator) write(ctx context.Context, tx pgx.Tx, sagas map[string]*i
 		}
 		b.Queue(o.q.history, raw)
 	}
-	if b.Len() > 0 {
-		if err := tx.SendBatch(ctx, &b).Close(); err != nil {
-			return fmt.Errorf("orchestrator: save %d sagas: %w", len(rows), err)
+	if len(w.rows) > 0 {
+		n := len(w.rows)
+		topics, keys, headers, payloads := make([]string, n), make([]*string, n), make([][]byte, n), make([][]byte, n)
+		for i, r := range w.rows {
+			topics[i], keys[i], headers[i], payloads[i] = r.topic, r.rec.Key, r.rec.Headers, r.rec.Payload
+		}
+		b.Queue(o.q.outbox, topics, keys, headers, payloads)
+	}
+	if b.Len() == 0 {
+		return nil
+	}
+	if err := tx.SendBatch(ctx, &b).Close(); err != nil {
+		return fmt.Errorf("orchestrator: save %d sagas and %d records: %w", len(rows), len(w.rows), err)
+	}
+	for _, check := range checks {
+		// Never an order risk here (the transaction had no id when it
+		// took the locks): no round trip.
+		if err := check(ctx, tx); err != nil {
+			return fmt.Errorf("orchestrator: %w", err)
 		}
 	}
-	for _, topic := range w.topics {
-		if err := o.ob.WriteEnvelopes(ctx, tx, topic, w.envs[topic]...); err != nil {
-			return fmt.Errorf("orchestrator: write %d records to the outbox: %w", len(w.envs[topic]), err)
-		}
+	if recorded != int64(len(w.record)) {
+		return errInboxRace
 	}
 	return nil
+}
+
+// queueKeyLocks queues on b the outbox's lock of every (topic, key) of rows,
+// topics in ascending order.
+func (o *Orchestrator) queueKeyLocks(b *pgx.Batch, rows []outboxRow) ([]func(context.Context, outbox.Querier) error, error) {
+	keys := map[string][]string{}
+	for _, r := range rows {
+		if r.rec.Key != nil {
+			keys[r.topic] = append(keys[r.topic], *r.rec.Key)
+		}
+	}
+	var checks []func(context.Context, outbox.Querier) error
+	for _, topic := range slices.Sorted(maps.Keys(keys)) {
+		check, err := o.ob.QueueLock(b, topic, keys[topic]...)
+		if err != nil {
+			return nil, fmt.Errorf("orchestrator: %w", err)
+		}
+		checks = append(checks, check)
+	}
+	return checks, nil
 }
 
 // decodeState decodes a stored saga state, keeping numbers in its data exact.
