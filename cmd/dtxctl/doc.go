@@ -87,6 +87,21 @@
 // without connect_timeout gets 10 seconds. dtxctl never prints the password:
 // help, errors and logs show it as xxxxx.
 //
+// # Secured connections
+//
+// Every command that talks to Kafka (topics, dlq, saga start) takes the
+// binaries' Kafka TLS and SASL settings, every command that talks to
+// PostgreSQL (migrate, saga list|show|retry|abort|compensate, outbox) their
+// secret files, with the same names, variables, meaning and checks:
+// --kafka-tls, --kafka-tls-ca-file, --kafka-tls-cert-file,
+// --kafka-tls-key-file, --kafka-tls-server-name,
+// --kafka-tls-insecure-skip-verify, --kafka-sasl-mechanism,
+// --kafka-sasl-username, --kafka-sasl-password-file, --database-url-file and
+// --database-password-file (DTX_KAFKA_TLS, ..., DTX_DATABASE_PASSWORD_FILE).
+// Secrets are read from files only; dtxctl prints their paths, never their
+// content. Every Kafka client dtxctl opens has the client id "dtxctl".
+// docs/security.md describes the settings.
+//
 // # Behaviour
 //
 // Migrations run one transaction each under an advisory lock, so dtxctl may
@@ -99,6 +114,8 @@
 //
 // 0 on success (and for --help), 1 when the command failed (the reason is
 // printed on standard error, prefixed with the command), 2 for a command line
-// that cannot be used. `migrate status` exits 1 when the database is at a
+// or settings that cannot be used: settings are checked, and the files they
+// name read, before dtxctl connects, and each problem is printed on a line of
+// its own naming the setting and its variable. `migrate status` exits 1 when the database is at a
 // version newer than this build knows, after printing what it knows.
 package main

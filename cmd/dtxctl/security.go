@@ -17,9 +17,9 @@ const clientID = "dtxctl"
 // securedConnectionsHelp closes the help of every command that talks to
 // Kafka or PostgreSQL, and dtxctl's own.
 const securedConnectionsHelp = `Secured connections: the --kafka-tls*, --kafka-sasl-* and --database-*-file
-settings are those of the dtx binaries, with the same environment variables
-(docs/security.md). Secrets are read from files only (one trailing newline ignored);
-dtxctl prints file names, never their content.`
+settings are those of the dtx binaries, with the same environment variables;
+see docs/security.md. Secrets are read from files only (one trailing newline is
+ignored); dtxctl prints the files' names, never their content.`
 
 // settingsError is a setting that cannot be used, found before connecting:
 // run prints it, one line per problem, and exits 2.

@@ -165,6 +165,15 @@ func TestSecuritySettingsAreCheckedBeforeConnecting(t *testing.T) {
 	}
 }
 
+// Turning off the check of the brokers' certificates is said on every run.
+func TestInsecureSkipVerifyWarns(t *testing.T) {
+	t.Parallel()
+	r := dtxctl(t, map[string]string{"DTX_KAFKA_TLS_INSECURE_SKIP_VERIFY": "true"},
+		"topics", "plan", "--kafka-brokers", "127.0.0.1:1", "--timeout", "1s")
+	require.Equal(t, exitFailure, r.code, "nothing answers on port 1")
+	require.Contains(t, r.stderr, "dtxctl topics plan: warning: INSECURE: kafka-tls-insecure-skip-verify is on")
+}
+
 // The Kafka commands authenticate with SCRAM through a password file: the
 // admin client (topics), the producer (saga start) and the reader (dlq).
 // A wrong password fails with the broker's answer.
