@@ -11,6 +11,7 @@ import (
 
 	"github.com/vextrus/dtx/internal/relay"
 	"github.com/vextrus/dtx/internal/service"
+	"github.com/vextrus/dtx/internal/txlog"
 )
 
 const summary = `outbox-relay publishes the transactional outbox to Kafka: it tails the outbox log in
@@ -21,7 +22,10 @@ by a lease: one publishes, the others stand by (and report ready) until it is go
 Records the broker refuses for good are moved to outbox_rejected with the reason.
 A topic the broker does not take for now (missing, not authorized) is held: its rows
 wait in outbox_held, in order, and are retried while the other topics are published;
-/readyz reports it (check "relay"), as it reports a fault that stops publishing.`
+/readyz reports it (check "relay"), as it reports a fault that stops publishing.
+A transaction left open anywhere in the cluster holds back every row committed after
+it: the relay then publishes nothing and waits, and says so (a warning naming the
+blocking pid and database, dtx_txlog_horizon_held_seconds; see ` + txlog.HorizonRunbook + `).`
 
 // readyCheck names the relay's readiness check: not ready while a topic is
 // held or publishing is stopped by a fault of the broker (see relay.Health).
@@ -33,6 +37,7 @@ type settings struct {
 	pollInterval  time.Duration
 	leaseDuration time.Duration
 	relayName     string
+	horizon       service.HorizonSettings
 }
 
 func (st *settings) flags(s *service.Settings) {
@@ -45,6 +50,7 @@ func (st *settings) flags(s *service.Settings) {
 		"how long the publishing replica's lease lasts after each renewal; a standby takes over at most this long after it died (1s..5m)")
 	fs.StringVar(&st.relayName, "relay-name", relay.DefaultName,
 		"name of the lease and checkpoint: replicas with the same name take turns publishing the same outbox")
+	st.horizon.Register(fs, "outbox rows")
 }
 
 // validate checks each setting alone, with the relay's own rules, so that
@@ -69,6 +75,9 @@ func (st *settings) validate() error {
 			msg := strings.TrimPrefix(err.Error(), "relay: "+c.field+": ")
 			errs = append(errs, fmt.Errorf("%s (%s): %s", c.flag, service.EnvName(c.flag), msg))
 		}
+	}
+	if err := st.horizon.Validate(); err != nil {
+		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
 }
@@ -102,8 +111,19 @@ func (st *settings) run(ctx context.Context, env *service.Env) error {
 		return err
 	}
 	env.AddReadyCheck(readyCheck, func(context.Context) error { return r.Health() })
+	// Rows waiting behind a transaction left open are not read at all, so
+	// the relay, idle, would say nothing of them: the watch names the
+	// transaction, and /readyz says so after --horizon-not-ready-after.
+	horizon, err := st.horizon.Watch(ctx, env, txlog.HorizonLog{Schema: env.Config.Schema, Log: outboxLog})
+	if err != nil {
+		return err
+	}
+	defer horizon.Stop()
 	return r.Run(ctx)
 }
+
+// outboxLog is the outbox log's table (migration 004).
+const outboxLog = "outbox"
 
 func main() {
 	var st settings
@@ -113,7 +133,7 @@ func main() {
 		DefaultAdminAddr: ":8082",
 		FlagsFunc:        st.flags,
 		ValidateFunc:     st.validate,
-		ReadyChecksFunc:  func() []string { return []string{readyCheck} },
+		ReadyChecksFunc:  func() []string { return []string{readyCheck, txlog.HorizonCheck} },
 		RunFunc:          st.run,
 	})
 }

@@ -54,10 +54,9 @@ type settings struct {
 	source       string
 	topics       string
 	group        string
-	// horizonWarnAfter and horizonNotReadyAfter configure the watch of
-	// the events log's horizon (txlog.HorizonWatch).
-	horizonWarnAfter     time.Duration
-	horizonNotReadyAfter time.Duration
+	// horizon configures the watch of the events log's horizon
+	// (txlog.HorizonWatch).
+	horizon service.HorizonSettings
 }
 
 // Sources of --source.
@@ -82,10 +81,7 @@ func (st *settings) flags(s *service.Settings) {
 		"with --source=kafka: comma-separated topics the outbox relay publishes the events to, e.g. order.events (required then)")
 	fs.StringVar(&st.group, "group", "",
 		"with --source=kafka: the Kafka consumer group; replicas with the same group share the partitions (empty: --topic-prefix then "+defaultGroup+")")
-	fs.DurationVar(&st.horizonWarnAfter, "horizon-warn-after", txlog.DefaultHorizonWarnAfter,
-		"warn (at most every 30s) when events wait this long behind a transaction left open in the cluster, naming its pid and database (1ms..1h; see "+txlog.HorizonRunbook+")")
-	fs.DurationVar(&st.horizonNotReadyAfter, "horizon-not-ready-after", txlog.DefaultHorizonNotReadyAfter,
-		"not ready (/readyz says why) while events wait this long behind a transaction left open in the cluster (0: never; at most 24h)")
+	st.horizon.Register(fs, "events")
 }
 
 // defaultGroup is the consumer group after --topic-prefix when --group is
@@ -123,11 +119,8 @@ func (st *settings) validate() error {
 			errs = append(errs, fmt.Errorf("event-types (%s): a type of %d bytes, want at most 255", service.EnvName("event-types"), len(t)))
 		}
 	}
-	if st.horizonWarnAfter < time.Millisecond || st.horizonWarnAfter > time.Hour {
-		errs = append(errs, fmt.Errorf("horizon-warn-after (%s): %s is outside 1ms..1h", service.EnvName("horizon-warn-after"), st.horizonWarnAfter))
-	}
-	if st.horizonNotReadyAfter < 0 || st.horizonNotReadyAfter > 24*time.Hour {
-		errs = append(errs, fmt.Errorf("horizon-not-ready-after (%s): %s is outside 0..24h (0: never)", service.EnvName("horizon-not-ready-after"), st.horizonNotReadyAfter))
+	if err := st.horizon.Validate(); err != nil {
+		errs = append(errs, err)
 	}
 	switch st.source {
 	case sourceLog:
@@ -159,7 +152,10 @@ func (st *settings) run(ctx context.Context, env *service.Env) error {
 		return err
 	}
 	p := projection.StreamSummaries(env.Config.Schema, types...)
-	horizon, err := st.watchHorizon(ctx, env)
+	// A transaction left open anywhere in the cluster holds back every
+	// event committed after it began, from the projection and from the
+	// relay that publishes them: the watch says so.
+	horizon, err := st.horizon.Watch(ctx, env, txlog.HorizonLog{Schema: env.Config.Schema, Log: postgres.LogName})
 	if err != nil {
 		return err
 	}
@@ -209,23 +205,6 @@ func (st *settings) run(ctx context.Context, env *service.Env) error {
 	}
 	env.Logger.InfoContext(ctx, "projector: stopped", "projection", p.Name())
 	return nil
-}
-
-// watchHorizon starts watching the events log's horizon: a transaction
-// left open anywhere in the cluster holds every event committed after it
-// back, from the projection and from the relay that publishes them to
-// Kafka. The gauge goes on /metrics, the check on /readyz.
-func (st *settings) watchHorizon(ctx context.Context, env *service.Env) (*txlog.HorizonWatch, error) {
-	notReadyAfter := st.horizonNotReadyAfter
-	if notReadyAfter == 0 {
-		notReadyAfter = -1 // never
-	}
-	return txlog.WatchHorizon(ctx, env.Pool, env.Registry, env.AddReadyCheck, txlog.HorizonConfig{
-		Logs:          []txlog.HorizonLog{{Schema: env.Config.Schema, Log: postgres.LogName}},
-		WarnAfter:     st.horizonWarnAfter,
-		NotReadyAfter: notReadyAfter,
-		Logger:        env.Logger,
-	})
 }
 
 // runKafka runs p live from Kafka until ctx ends.
@@ -284,9 +263,9 @@ func main() {
 		RunFunc:          st.run,
 		ReadyChecksFunc: func() []string {
 			if st.source == sourceKafka {
-				return []string{service.TopicsCheck}
+				return []string{txlog.HorizonCheck, service.TopicsCheck}
 			}
-			return nil
+			return []string{txlog.HorizonCheck}
 		},
 	})
 }

@@ -53,7 +53,15 @@
 //     checkpoint past them, and the other topics' rows are published
 //     meanwhile. The publishing replica retries each held topic's oldest
 //     rows, in order, with backoff (100ms doubling to MaxBackoff, with
-//     jitter), beside the outbox; it deletes each held row once the broker
+//     jitter), beside the outbox. Each retry first asks the broker for the
+//     topic's metadata, and does not produce the rows while the broker says
+//     the topic is missing or may not be seen; so does the relay before it
+//     produces again the rows of a topic that failed in its last batch.
+//     Records of a topic known to be missing never wait in the Kafka
+//     client the other topics' batches share (the client would look such a
+//     topic up only at its slow metadata pace, and fail them after
+//     ProduceTimeout as a timeout, which holds no topic): they fail at once,
+//     with the broker's reason. The replica deletes each held row once the broker
 //     acknowledged it, moves a row the broker refuses for good to
 //     outbox_rejected, and releases the topic once none of its rows are
 //     held: its next rows, all later in the log than the held ones, are
@@ -164,8 +172,13 @@
 //     a logical dump) stops reading with txlog.ErrPositionAhead, logged at
 //     every retry, rather than skip rows; an operator resets the
 //     checkpoint.
-//   - A transaction left open holds back every row committed after it
-//     began (dtx_txlog_oldest_open_tx_seconds shows it).
+//   - A transaction left open anywhere in the cluster holds back every
+//     row committed after it took its transaction id (see package txlog):
+//     the relay reads none of them, so it publishes nothing of any topic
+//     and logs nothing, until that transaction ends (held rows are still
+//     retried). dtx_txlog_oldest_open_tx_seconds shows it, and
+//     outbox-relay watches the outbox's horizon (txlog.HorizonWatch): a
+//     warning names the blocking pid and database.
 //   - Drain: when Run's context is done, the batch in flight is finished
 //     (acknowledgements awaited at most ProduceTimeout), its checkpoint
 //     saved and the lease released, so a standby takes over at once.

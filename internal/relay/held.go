@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/vextrus/dtx/internal/txlog"
@@ -342,8 +344,52 @@ func (r *Relay) launch(ctx context.Context, cl *kgo.Client, hs *heldState, topic
 			default:
 			}
 		}()
+		if err := r.probe(ctx, cl, topic); err != nil {
+			f.errs = make([]error, len(f.rows))
+			for i := range f.errs {
+				f.errs[i] = err
+			}
+			return
+		}
 		f.errs = r.publish(ctx, cl, f.rows, nil)
 	}()
+}
+
+// probe asks the broker, by a metadata request of its own (no cache, no
+// topic created), whether topic exists and this client may see it, before
+// its held rows are produced. It returns the topic's error when it is a
+// fault of the topic (isTopicScoped: UNKNOWN_TOPIC_OR_PARTITION,
+// TOPIC_AUTHORIZATION_FAILED, ...), and nil when the rows may be produced:
+// the topic is there, or the request failed otherwise (within the produce
+// timeout), and producing will tell.
+//
+// Producing to a topic the broker does not know would not answer as much:
+// the client keeps the records while it looks the topic up, and, once it
+// has failed a topic that way, it looks it up again only at its slower
+// metadata pace, so the retry would run out of its produce timeout and
+// report "timeout" rather than the topic's fault. Probing first keeps the
+// records of a topic known to be missing out of the client, which the
+// other topics' batches share, and keeps the reason the broker gives.
+func (r *Relay) probe(ctx context.Context, cl *kgo.Client, topic string) error {
+	// ctx's own cancellation ends it: a drain does not wait for it, and
+	// the rows stay held.
+	pctx, cancel := context.WithTimeout(ctx, r.cfg.ProduceTimeout)
+	defer cancel()
+	// WithAuthorizedOps makes kadm ask the broker rather than its cache.
+	md, err := kadm.NewClient(cl).Metadata(kadm.WithAuthorizedOps(pctx), topic)
+	if err == nil {
+		if td, ok := md.Topics[topic]; !ok {
+			err = kerr.UnknownTopicOrPartition
+		} else {
+			err = td.Err
+		}
+	}
+	if err != nil && isTopicScoped(err) {
+		return err
+	}
+	// The topic is there, or the broker did not say (it is down, say):
+	// producing tells, within the produce timeout.
+	return nil
 }
 
 // readHeld returns the oldest held rows of topic, at most a batch.
@@ -458,6 +504,61 @@ func (r *Relay) settle(ctx context.Context, l *lease, hs *heldState, warned *ret
 		if ht.flight != nil {
 			<-ht.flight.done // publish returns within the produce timeout once ctx is done
 			r.land(ctx, l, hs, topic, ht, warned)
+		}
+	}
+}
+
+// probeSuspects probes (see probe) each topic of rows that is in suspects
+// and has rows publish would produce (skip reports the others), and returns
+// the topics the broker does not take for now, with why: their rows are
+// not produced, and fail with that error. A topic the relay failed to
+// publish to is probed so because the Kafka client, once it failed a
+// missing topic's records, looks the topic up again only at its slower
+// metadata pace: produced again, the rows would wait for the produce
+// timeout, stalling the batch, and fail as a timeout, which holds no topic.
+func (r *Relay) probeSuspects(ctx context.Context, cl *kgo.Client, rows []txlog.Row[row], skip func(int) bool,
+	suspects map[string]bool,
+) map[string]error {
+	var known map[string]error
+	probed := map[string]bool{}
+	for i, rw := range rows {
+		t := rw.Value.Topic
+		if !suspects[t] || probed[t] || skip(i) {
+			continue
+		}
+		probed[t] = true
+		if err := r.probe(ctx, cl, t); err != nil {
+			if known == nil {
+				known = map[string]error{}
+			}
+			known[t] = err
+		}
+	}
+	return known
+}
+
+// noteSuspects records in suspects the topics whose rows failed in errs
+// (publish's answer, probed topics included), other than for good, and
+// forgets those whose rows were all acknowledged.
+func noteSuspects(suspects map[string]bool, rows []txlog.Row[row], errs []error, skip func(int) bool) {
+	failed := map[string]bool{}
+	for i, rw := range rows {
+		t := rw.Value.Topic
+		if skip(i) {
+			continue
+		}
+		if _, ok := failed[t]; !ok {
+			failed[t] = false
+		}
+		if errs[i] != nil && !isRefusedForGood(errs[i]) {
+			failed[t] = true
+		}
+	}
+	for t, f := range failed {
+		if f {
+			suspects[t] = true
+		} else {
+			delete(suspects, t)
 		}
 	}
 }

@@ -176,6 +176,9 @@ func (r *Relay) loop(ctx context.Context, cl *kgo.Client, l *lease, w *txlog.Sub
 		// Rows after the checkpoint the broker acknowledged in this term
 		// while an earlier row failed: not produced again.
 		acked = map[txlog.Position]struct{}{}
+		// Topics whose rows failed in the last batch that had them: probed
+		// before their rows are produced again (see probeSuspects).
+		suspects = map[string]bool{}
 	)
 	fail := func(kind, msg string, err error) {
 		r.m.errors.WithLabelValues(kind).Inc()
@@ -239,7 +242,18 @@ func (r *Relay) loop(ctx context.Context, cl *kgo.Client, l *lease, w *txlog.Sub
 		}
 		if len(b.Rows) > 0 {
 			r.m.batchSize.Observe(float64(len(b.Rows)))
-			errs := r.publish(ctx, cl, b.Rows, heldSkip(b.Rows, held, acked))
+			skip := heldSkip(b.Rows, held, acked)
+			known := r.probeSuspects(ctx, cl, b.Rows, skip, suspects)
+			errs := r.publish(ctx, cl, b.Rows, func(i int) bool {
+				_, ok := known[b.Rows[i].Value.Topic]
+				return ok || skip(i)
+			})
+			for i, rw := range b.Rows {
+				if err, ok := known[rw.Value.Topic]; ok && !skip(i) {
+					errs[i] = err
+				}
+			}
+			noteSuspects(suspects, b.Rows, errs, skip)
 			p := planBatch(b, errs, held, acked)
 			for _, pos := range p.acked {
 				acked[pos] = struct{}{}

@@ -144,8 +144,13 @@ func TestBinariesStartReadyAndDrain(t *testing.T) {
 			t.Parallel()
 			env := baseEnv(pgtest.URL(), pgtest.NewSchemaName(t))
 			env["DTX_MIGRATE"] = "true"
-			want := `{"ready":true,"checks":{"postgres":"ok","kafka":"ok"}}`
-			if binary == "orchestrator" {
+			var want string
+			switch binary {
+			case "outbox-relay":
+				want = `{"ready":true,"checks":{"postgres":"ok","kafka":"ok","relay":"ok","horizon":"ok"}}`
+			case "projector":
+				want = `{"ready":true,"checks":{"postgres":"ok","kafka":"ok","horizon":"ok"}}`
+			case "orchestrator":
 				// It is not ready until its topics exist: it creates them.
 				env["DTX_CREATE_TOPICS"] = "true"
 				want = `{"ready":true,"checks":{"postgres":"ok","kafka":"ok","topics":"ok"}}`

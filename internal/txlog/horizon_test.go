@@ -12,6 +12,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
 	"github.com/vextrus/dtx/internal/testkit/pgtest"
@@ -302,9 +303,11 @@ func TestHorizonHeldByAnotherDatabase(t *testing.T) {
 	// so wait that long too. Meanwhile this transaction holds back nothing
 	// the older one does not.
 	wantPID := fmt.Sprintf("pid=%d", pid)
-	require.Eventually(t, func() bool {
+	if !assert.Eventually(t, func() bool {
 		return heldGauge(t, reg)[f.log] > 0 && strings.Contains(logs.String(), wantPID)
-	}, waitFor, 20*time.Millisecond, "gauge and warning; log:\n%s", logs.String())
+	}, waitFor, 20*time.Millisecond) {
+		t.Fatalf("no warning naming %s; the watch logged:\n%s", wantPID, logs.String())
+	}
 	out := logs.String()
 	require.Contains(t, out, "database="+other.name)
 	require.Contains(t, out, "role="+other.role)
