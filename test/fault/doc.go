@@ -1,9 +1,23 @@
 // Package fault holds fault tests of dtx's binaries: they start the real
-// outbox-relay against real PostgreSQL and real Apache Kafka, inject faults
-// (kill -9 mid-batch, a late-committing transaction, a leader paused past
-// its lease, a broker outage, a PostgreSQL restart, a record the broker
-// refuses) while a writer commits small transactions, some rolled back, and
-// then check the guarantees G2, G4 and G5 of docs/guarantees.md with one verifier.
+// outbox-relay (and, for sagas, the orchestrator and the Order-to-Cash
+// services) against real PostgreSQL and real Apache Kafka, inject faults
+// while a writer commits small transactions, some rolled back, and then
+// check the guarantees G2, G4 and G5 of docs/guarantees.md with one
+// verifier. The faults:
+//
+//   - kill -9 mid-batch; a leader paused past its lease; a late-committing
+//     transaction; a broker outage; a PostgreSQL restart;
+//   - a record the broker refuses for good (too large: set aside);
+//   - faults of the environment, retried and never set aside: records
+//     stamped 2 hours ahead of the broker's clock until it accepts them; a
+//     topic the relay's SASL user has no ACL for until one is granted; a
+//     topic missing until it is created (held, while the other topics
+//     flow);
+//   - SIGTERM while a binary waits for the start-up migration lock;
+//   - sagas through kills, participant outages, duplicate replies and
+//     compensations that arrive before their actions;
+//   - a rolling deploy of a new saga definition version across two
+//     orchestrator replicas.
 //
 // # What the verifier guarantees
 //
