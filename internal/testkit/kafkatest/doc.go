@@ -21,7 +21,11 @@
 //     ports) from the jars `make deps` cached in .dev/kafka/libs (or
 //     DTX_KAFKA_LIBS), for fault tests that stop and restart the broker
 //     without disturbing the shared one. Without the jars or Java it skips
-//     the test, except under CI=true, where it fails it.
+//     the test, except under CI=true, where it fails it. WithSCRAMUser adds a
+//     SASL_PLAINTEXT listener (SCRAM-SHA-256 and -512) with that user, and
+//     WithAuthorizer turns on the KRaft StandardAuthorizer, with only the
+//     plaintext listener's principal (ANONYMOUS) a super user, for tests of
+//     missing ACLs.
 //
 // # How it fails
 //
