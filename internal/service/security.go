@@ -236,7 +236,7 @@ func (s *Security) databaseURLError(databaseURL string, err error) error {
 	if errors.As(err, &pe) && errors.Unwrap(pe) != nil {
 		// pe.Error() quotes the connection string; what it wraps does not
 		// (e.g. "unable to read CA file: open ...").
-		return fmt.Errorf("%s %s: cannot be used: %v", setting, RedactURL(databaseURL), errors.Unwrap(pe))
+		return fmt.Errorf("%s %s: cannot be used: %w", setting, RedactURL(databaseURL), errors.Unwrap(pe))
 	}
 	return fmt.Errorf("%s %s: cannot be parsed", setting, RedactURL(databaseURL))
 }

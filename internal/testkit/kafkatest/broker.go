@@ -70,7 +70,7 @@ func WithAuthorizer() BrokerOption {
 func (c *brokerConfig) validate() error {
 	ok := func(s string) bool {
 		return s != "" && strings.IndexFunc(s, func(r rune) bool {
-			return !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '_' || r == '.')
+			return (r < 'a' || r > 'z') && (r < 'A' || r > 'Z') && (r < '0' || r > '9') && r != '-' && r != '_' && r != '.'
 		}) < 0
 	}
 	for _, u := range c.scramUsers {

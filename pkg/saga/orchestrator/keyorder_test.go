@@ -92,13 +92,15 @@ func TestCommandsSharingAKeyKeepCommitOrderAcrossSagas(t *testing.T) {
 
 	// Saga 2's reply: its batch starts and waits for the row.
 	second := make(chan error, 1)
-	go func() { second <- f.deliver(f.o, replyMessage(t, opened["s2"], "kyc.opened", nil)) }()
+	reply2 := replyMessage(t, opened["s2"], "kyc.opened", nil)
+	go func() { second <- f.deliver(f.o, reply2) }()
 	require.Eventually(t, func() bool { return f.blockedBy(holderPID) }, 10*time.Second, 5*time.Millisecond,
 		"the batch of saga 2 never reached the held row")
 
 	// Saga 1's reply, meanwhile.
 	first := make(chan error, 1)
-	go func() { first <- f.deliver(f.o, replyMessage(t, opened["s1"], "kyc.opened", nil)) }()
+	reply1 := replyMessage(t, opened["s1"], "kyc.opened", nil)
+	go func() { first <- f.deliver(f.o, reply1) }()
 	var want []string
 	select {
 	case err := <-first:

@@ -120,7 +120,7 @@ func TestOversizedCommandAfterAReplyParksTheSaga(t *testing.T) {
 	fetch := f.oneCommand()
 
 	reply := replyMessage(t, fetch, "doc.fetched", map[string]any{"body": bigBody})
-	err = handleReply(t, ctx, f.o, reply)
+	err = handleReply(ctx, t, f.o, reply)
 	require.NoError(t, err, "permanent: %v, to be dead-lettered after retries: %v", messaging.IsPermanent(err), err != nil)
 	f.requireParkedTooLarge("d-1")
 	require.InDelta(t, 1.0, r.refused(t, "too_large"), 0)
@@ -130,7 +130,7 @@ func TestOversizedCommandAfterAReplyParksTheSaga(t *testing.T) {
 	require.Equal(t, "d-1", logs[0]["saga_id"])
 
 	// The reply was recorded: delivered again, it is a duplicate.
-	require.NoError(t, handleReply(t, ctx, f.o, reply))
+	require.NoError(t, handleReply(ctx, t, f.o, reply))
 	require.InDelta(t, 1.0, r.inputs(t, "reply", "duplicate"), 0)
 	require.InDelta(t, 1.0, r.refused(t, "too_large"), 0)
 }

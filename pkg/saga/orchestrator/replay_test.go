@@ -97,7 +97,7 @@ func (l *logBuffer) String() string {
 
 // handleReply hands env to o as the subscriber of the reply topic would,
 // with ctx as the message's context.
-func handleReply(t *testing.T, ctx context.Context, o *orchestrator.Orchestrator, env *messaging.Envelope) error {
+func handleReply(ctx context.Context, t *testing.T, o *orchestrator.Orchestrator, env *messaging.Envelope) error {
 	t.Helper()
 	msg, err := env.ToMessage()
 	require.NoError(t, err)
@@ -129,7 +129,7 @@ func TestReplyNotAppliedIsAppliedWhenDeliveredAgain(t *testing.T) {
 	// (its partition goes to another replica).
 	ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
 	defer cancel()
-	err = handleReply(t, ctx, previous.o, reserved)
+	err = handleReply(ctx, t, previous.o, reserved)
 	require.ErrorIs(t, err, orchestrator.ErrUnknownDefinition)
 	require.True(t, messaging.IsRetryable(err), "a fault of the environment: delivered again, never dead-lettered: %v", err)
 	require.Equal(t, "reserve", f.show("o-1").Step, "not applied")
@@ -137,7 +137,7 @@ func TestReplyNotAppliedIsAppliedWhenDeliveredAgain(t *testing.T) {
 	require.GreaterOrEqual(t, previous.inputs(t, "reply", "unknown_definition"), 2.0, "tried again, and counted")
 	require.Len(t, previous.warnings(t, "definition version"), 1, "warned once (rate-limited)")
 
-	require.NoError(t, handleReply(t, context.Background(), current.o, reserved), "the same message again")
+	require.NoError(t, handleReply(context.Background(), t, current.o, reserved), "the same message again")
 	require.Equal(t, "charge", f.show("o-1").Step, "applied")
 	require.Equal(t, "pay.charge", f.oneCommand().Type)
 	require.InDelta(t, 1, current.inputs(t, "reply", "applied"), 0)
@@ -157,7 +157,7 @@ func TestReplyForNoSagaIsDeadLetteredAndAppliedOnReplay(t *testing.T) {
 	}
 	early := reply("o-2")
 	for _, env := range []*messaging.Envelope{early, reply("o-3"), reply("o-4")} {
-		err := handleReply(t, context.Background(), r.o, env)
+		err := handleReply(context.Background(), t, r.o, env)
 		require.ErrorIs(t, err, orchestrator.ErrUnknownSaga)
 		require.True(t, messaging.IsPermanent(err), "dead-lettered: %v", err)
 	}
@@ -171,6 +171,6 @@ func TestReplyForNoSagaIsDeadLetteredAndAppliedOnReplay(t *testing.T) {
 	_, err := r.o.Start(context.Background(), nil, "shop", "o-2", map[string]any{"order_id": "o-2"}, orchestrator.StartParams{})
 	require.NoError(t, err)
 	require.Equal(t, "inv.reserve", f.oneCommand().Type)
-	require.NoError(t, handleReply(t, context.Background(), r.o, early), "the replay from the dead-letter topic")
+	require.NoError(t, handleReply(context.Background(), t, r.o, early), "the replay from the dead-letter topic")
 	require.Equal(t, "charge", f.show("o-2").Step, "applied, not a duplicate")
 }
