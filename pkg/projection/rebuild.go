@@ -401,10 +401,15 @@ func (rb *rebuild) swap(ctx context.Context) error {
 
 // catchUpAll applies to the shadow tables, in tx, every event committed
 // after the rebuild's position, and fails if that does not reach the live
-// checkpoint.
+// checkpoint. It reads in tx too: tx holds the locks the live batches and
+// Kafka handlers wait for, each on a connection of the pool, so waiting for
+// another connection could wait for ever. (tx took its id when it locked
+// the checkpoint, after every event up to that checkpoint had committed, so
+// its own id holds none of them back.)
 func (rb *rebuild) catchUpAll(ctx context.Context, tx pgx.Tx, live eventstore.Position) error {
+	store := rb.r.store.WithTx(tx)
 	for {
-		b, err := rb.r.store.ReadAll(ctx, eventstore.ReadAllParams{After: rb.position, Limit: rb.r.cfg.BatchSize})
+		b, err := store.ReadAll(ctx, eventstore.ReadAllParams{After: rb.position, Limit: rb.r.cfg.BatchSize})
 		if err != nil {
 			return err
 		}
