@@ -81,7 +81,7 @@ func TestMissingTopicDoesNotBlockOthers(t *testing.T) {
 	require.Equal(t, []string{"m-1", "m-3"}, keys["k1"], "held rows first, each once, in order")
 	require.Len(t, recsM, 4)
 	f.waitCheckpoint(t)
-	require.Len(t, ca.more(t, 500*time.Millisecond), 0, "nothing of the first topic published again")
+	require.Empty(t, ca.more(t, 500*time.Millisecond), "nothing of the first topic published again")
 	require.Eventually(t, func() bool { return rr.relay.Health() == nil }, waitFor, 20*time.Millisecond, "healthy again")
 	require.Zero(t, rr.metricGauge(t, "dtx_relay_topic_held", "topic", missing))
 	var held int
