@@ -42,8 +42,11 @@ func TestRollingDeployOfADefinitionVersionLosesNoReply(t *testing.T) {
 	old := r.orchestrator(t, "orchestrator-old") // version 1 only
 	oneVersion := r.definitions
 	r.definitions = both
-	r.orchestrator(t, "orchestrator-new")
+	recent := r.orchestrator(t, "orchestrator-new")
 	r.participants(t, "participants")
+	// As a deployment does, the topics exist before the first order.
+	old.logs.WaitFor(t, "topics: all exist", 60*time.Second)
+	recent.logs.WaitFor(t, "topics: all exist", 60*time.Second)
 
 	run := "r" + strconv.FormatInt(time.Now().UnixMilli()%1e9, 36)
 	out, err := r.run(t, "place", "--orders", strconv.Itoa(orders), "--per-tx", "10", "--run", run,
