@@ -118,6 +118,16 @@
 //     it. A second concurrent Rebuild of a projection fails with
 //     ErrRebuildRunning. The swap fails, and changes nothing, when objects
 //     depend on the live tables.
+//   - The swap is bounded by Config.SwapTimeout (30s by default): its lock
+//     waits, its statements and its idle time on the server, the whole
+//     transaction on the client. A swap that cannot take its locks in time
+//     (a long query holds the live tables) or takes longer is rolled back
+//     and Rebuild fails with ErrSwapTimeout, naming the projection; the
+//     live tables are unchanged, and the next Rebuild resumes from the
+//     shadow tables and swaps again. The swap reads what it applies in its
+//     own transaction, so a Rebuild needs two connections of the pool and
+//     never waits for a third while live batches and Kafka handlers wait
+//     for its locks.
 //   - A transaction with a transaction id left open anywhere in the
 //     cluster (any database, any role) stalls every projection, as every
 //     reader of the log, for the events committed after it took its id;

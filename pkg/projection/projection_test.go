@@ -421,9 +421,10 @@ func TestRebuildRefusesAForeignShadowTable(t *testing.T) {
 func TestConfigAndProjectionsAreValidated(t *testing.T) {
 	t.Parallel()
 	f := setup(t)
-	_, err := projection.New(f.store, f.pool, projection.Config{BatchSize: -1, PollInterval: time.Nanosecond})
+	_, err := projection.New(f.store, f.pool, projection.Config{BatchSize: -1, PollInterval: time.Nanosecond, SwapTimeout: 2 * time.Hour})
 	require.ErrorContains(t, err, "BatchSize")
 	require.ErrorContains(t, err, "PollInterval")
+	require.ErrorContains(t, err, "SwapTimeout")
 
 	r := f.runner(t, nil)
 	err = r.Run(t.Context(), f.proj, f.proj, projection.Handlers{})

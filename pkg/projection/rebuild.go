@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/vextrus/dtx/internal/txlog"
 	"github.com/vextrus/dtx/pkg/eventstore"
@@ -55,6 +56,17 @@ const rebuildInfix = ".rebuild-"
 // event (it read committed events too), so the Runner's checkpoint guard
 // rolls it back. Live batches wait for the swap transaction,
 // which is short when the rebuild has caught up.
+//
+// The swap reads what it applies in its own transaction: a Rebuild uses at
+// most two connections of the pool (its lock's session and the swap), and
+// never waits for another one while it holds locks that live batches and
+// Kafka handlers, on the pool's other connections, wait for. The swap is
+// bounded by Config.SwapTimeout, on the client and on the server (its lock
+// waits, statements and idle time): a swap that does not finish in time is
+// rolled back, and Rebuild fails with ErrSwapTimeout, leaving the live
+// tables as they were and the shadow tables and the rebuild's checkpoint
+// for the next Rebuild, which resumes from the rebuild's checkpoint and
+// swaps again.
 //
 // A Rebuild that fails or is cancelled leaves the shadow tables and its
 // checkpoint; the next Rebuild of p resumes it. A shadow table that exists
@@ -341,62 +353,128 @@ func liveLockKey(schema, name string) string {
 }
 
 // swap brings the shadow tables to the live checkpoint and puts them in
-// place of the live tables, in one transaction.
+// place of the live tables, in one transaction bounded by
+// Config.SwapTimeout: on the client (a context deadline) and on the server
+// (lock_timeout, statement_timeout and idle_in_transaction_session_timeout
+// of the transaction), since a cancelled statement only closes the
+// connection, and a server process waiting for a lock would go on waiting,
+// with the transaction's locks and its id, until it got it.
 func (rb *rebuild) swap(ctx context.Context) error {
 	// The live checkpoint must exist to be locked.
 	if _, err := rb.live.Register(ctx, rb.r.pool); err != nil {
 		return rb.errorf("%w", err)
 	}
-	err := pgx.BeginFunc(ctx, rb.r.pool, func(tx pgx.Tx) error {
-		// The checkpoint first, then the tables: the order live batches
-		// take them in.
-		var live eventstore.Position
-		if err := tx.QueryRow(ctx, lockCheckpointQuery(rb.r.store.Config().Schema), postgres.LogName, rb.name).Scan(&live.TxID, &live.Pos); err != nil {
-			return fmt.Errorf("lock the live checkpoint: %w", err)
-		}
-		lives := make([]string, len(rb.tables))
-		for i, t := range rb.tables {
-			lives[i] = t.live.Sanitize()
-		}
-		// Kafka handlers of the projection hold this lock shared while
-		// they write: the swap waits for those in flight and holds the
-		// others back until it commits.
-		if _, err := tx.Exec(ctx, "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))",
-			liveLockKey(rb.r.store.Config().Schema, rb.name)); err != nil {
-			return fmt.Errorf("lock the live projection: %w", err)
-		}
-		if _, err := tx.Exec(ctx, "LOCK TABLE "+strings.Join(lives, ", ")+" IN ACCESS EXCLUSIVE MODE"); err != nil {
-			return fmt.Errorf("lock the live tables: %w", err)
-		}
-		if err := rb.catchUpAll(ctx, tx, live); err != nil {
-			return err
-		}
-		if err := rb.bringUp(ctx, tx); err != nil {
-			return err
-		}
-		if err := rb.mergeVersions(ctx, tx); err != nil {
-			return err
-		}
-		for _, t := range rb.tables {
-			if _, err := tx.Exec(ctx, "DROP TABLE "+t.live.Sanitize()); err != nil {
-				return fmt.Errorf("drop %s: %w", t.live.Sanitize(), err)
-			}
-			if _, err := tx.Exec(ctx, "ALTER TABLE "+t.shadow.Sanitize()+" RENAME TO "+pgx.Identifier{t.base}.Sanitize()); err != nil {
-				return fmt.Errorf("rename %s: %w", t.shadow.Sanitize(), err)
-			}
-		}
-		if rb.position.Compare(live) > 0 {
-			if _, err := rb.live.SaveCheckpoint(ctx, tx, txlog.Position{TxID: rb.position.TxID, Pos: rb.position.Pos}); err != nil {
-				return err
-			}
-		}
-		_, err := rb.reader.Unregister(ctx, tx)
-		return err
-	})
+	timeout := rb.r.cfg.SwapTimeout
+	swapCtx, cancel := context.WithTimeoutCause(ctx, timeout, errSwapDeadline)
+	defer cancel()
+	err := rb.swapTx(swapCtx)
+	if err != nil && ctx.Err() == nil && (errors.Is(context.Cause(swapCtx), errSwapDeadline) || isTimeout(err)) {
+		return rb.errorf("%w (%s); it was rolled back, the live tables are unchanged, and the next Rebuild resumes from the shadow tables: %w",
+			ErrSwapTimeout, timeout, err)
+	}
 	if err != nil {
 		return rb.errorf("swap: %w", err)
 	}
 	return nil
+}
+
+// ErrSwapTimeout is wrapped by the error of a Rebuild whose swap did not
+// finish within Config.SwapTimeout. The swap was rolled back; the shadow
+// tables and the rebuild's checkpoint remain, so Rebuild can be retried and
+// resumes.
+var ErrSwapTimeout = errors.New("projection: the rebuild's swap did not finish within Config.SwapTimeout")
+
+// errSwapDeadline is the cause of the swap's context deadline.
+var errSwapDeadline = errors.New("projection: Config.SwapTimeout elapsed")
+
+// isTimeout reports whether err is PostgreSQL's end of a statement or
+// transaction for lock_timeout, statement_timeout or
+// idle_in_transaction_session_timeout.
+func isTimeout(err error) bool {
+	var pgErr *pgconn.PgError
+	if !errors.As(err, &pgErr) {
+		return false
+	}
+	switch pgErr.Code {
+	case "55P03", // lock_not_available: lock_timeout
+		"25P03": // idle_in_transaction_session_timeout
+		return true
+	case "57014": // query_canceled: statement_timeout, or a cancel request
+		return strings.Contains(pgErr.Message, "statement timeout")
+	}
+	return false
+}
+
+// swapTx runs the swap's transaction. It rolls back on any failure with a
+// context of its own, so that a transaction whose ctx ended does not stay
+// open (pgx closes the connection when the rollback cannot be sent).
+func (rb *rebuild) swapTx(ctx context.Context) error {
+	tx, err := rb.r.pool.Begin(ctx)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		_ = tx.Rollback(rctx) // after Commit, ErrTxClosed
+	}()
+	if err := rb.swapIn(ctx, tx); err != nil {
+		return err
+	}
+	return tx.Commit(ctx)
+}
+
+// swapIn is the work of the swap's transaction.
+func (rb *rebuild) swapIn(ctx context.Context, tx pgx.Tx) error {
+	ms := strconv.FormatInt(rb.r.cfg.SwapTimeout.Milliseconds(), 10)
+	if _, err := tx.Exec(ctx, `SELECT set_config('lock_timeout', $1, true), set_config('statement_timeout', $1, true),
+		set_config('idle_in_transaction_session_timeout', $1, true)`, ms); err != nil {
+		return fmt.Errorf("set the swap's timeouts: %w", err)
+	}
+	// The checkpoint first, then the tables: the order live batches
+	// take them in.
+	var live eventstore.Position
+	if err := tx.QueryRow(ctx, lockCheckpointQuery(rb.r.store.Config().Schema), postgres.LogName, rb.name).Scan(&live.TxID, &live.Pos); err != nil {
+		return fmt.Errorf("lock the live checkpoint: %w", err)
+	}
+	lives := make([]string, len(rb.tables))
+	for i, t := range rb.tables {
+		lives[i] = t.live.Sanitize()
+	}
+	// Kafka handlers of the projection hold this lock shared while
+	// they write: the swap waits for those in flight and holds the
+	// others back until it commits.
+	if _, err := tx.Exec(ctx, "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))",
+		liveLockKey(rb.r.store.Config().Schema, rb.name)); err != nil {
+		return fmt.Errorf("lock the live projection: %w", err)
+	}
+	if _, err := tx.Exec(ctx, "LOCK TABLE "+strings.Join(lives, ", ")+" IN ACCESS EXCLUSIVE MODE"); err != nil {
+		return fmt.Errorf("lock the live tables: %w", err)
+	}
+	if err := rb.catchUpAll(ctx, tx, live); err != nil {
+		return err
+	}
+	if err := rb.bringUp(ctx, tx); err != nil {
+		return err
+	}
+	if err := rb.mergeVersions(ctx, tx); err != nil {
+		return err
+	}
+	for _, t := range rb.tables {
+		if _, err := tx.Exec(ctx, "DROP TABLE "+t.live.Sanitize()); err != nil {
+			return fmt.Errorf("drop %s: %w", t.live.Sanitize(), err)
+		}
+		if _, err := tx.Exec(ctx, "ALTER TABLE "+t.shadow.Sanitize()+" RENAME TO "+pgx.Identifier{t.base}.Sanitize()); err != nil {
+			return fmt.Errorf("rename %s: %w", t.shadow.Sanitize(), err)
+		}
+	}
+	if rb.position.Compare(live) > 0 {
+		if _, err := rb.live.SaveCheckpoint(ctx, tx, txlog.Position{TxID: rb.position.TxID, Pos: rb.position.Pos}); err != nil {
+			return err
+		}
+	}
+	_, err := rb.reader.Unregister(ctx, tx)
+	return err
 }
 
 // catchUpAll applies to the shadow tables, in tx, every event committed

@@ -24,6 +24,8 @@ const (
 	DefaultBatchSize = 500
 	// DefaultMetricsTimeout is Config.MetricsTimeout when 0.
 	DefaultMetricsTimeout = 5 * time.Second
+	// DefaultSwapTimeout is Config.SwapTimeout when 0.
+	DefaultSwapTimeout = 30 * time.Second
 	// MaxNameLen is the longest Projection.Name accepted, in bytes: the
 	// rest of a reader name's 255 bytes is kept for rebuild readers.
 	MaxNameLen = 200
@@ -56,6 +58,14 @@ type Config struct {
 	// (5s); between 10ms and 1 minute.
 	MetricsTimeout time.Duration
 
+	// SwapTimeout bounds the transaction in which Rebuild swaps the
+	// rebuilt tables in (its waits for locks, each statement, the whole
+	// transaction): live batches, Kafka handlers and readers of the live
+	// tables wait for it, and it holds the cluster's horizon. A swap that
+	// takes longer is rolled back and Rebuild fails with ErrSwapTimeout.
+	// Defaults to DefaultSwapTimeout (30s); between 100ms and 1 hour.
+	SwapTimeout time.Duration
+
 	// Logger logs failed batches (which are retried). Defaults to
 	// slog.Default().
 	Logger *slog.Logger
@@ -70,6 +80,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.MetricsTimeout == 0 {
 		c.MetricsTimeout = DefaultMetricsTimeout
+	}
+	if c.SwapTimeout == 0 {
+		c.SwapTimeout = DefaultSwapTimeout
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
@@ -86,6 +99,9 @@ func (c *Config) validate() error {
 	}
 	if c.MetricsTimeout < 10*time.Millisecond || c.MetricsTimeout > time.Minute {
 		errs = append(errs, fmt.Errorf("projection: MetricsTimeout: %s is outside 10ms..1m", c.MetricsTimeout))
+	}
+	if c.SwapTimeout < 100*time.Millisecond || c.SwapTimeout > time.Hour {
+		errs = append(errs, fmt.Errorf("projection: SwapTimeout: %s is outside 100ms..1h", c.SwapTimeout))
 	}
 	return errors.Join(errs...)
 }
