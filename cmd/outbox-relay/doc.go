@@ -12,6 +12,7 @@
 //   - "horizon": not ready once outbox rows have waited longer than
 //     --horizon-not-ready-after (1m; 0: never) behind a transaction left open
 //     anywhere in the cluster; dtx_txlog_horizon_held_seconds counts the
-//     wait, and after --horizon-warn-after (10s) a warning names the blocking
-//     pid, database and role (docs/runbook.md).
+//     wait, and after --horizon-warn-after (10s) a warning, at most every
+//     --horizon-warn-every (30s), names the blocking pid, database and role
+//     (docs/runbook.md).
 package main

@@ -25,7 +25,7 @@
 // none of them until it ends, and never skips them. It shows it within seconds:
 // dtx_txlog_horizon_held_seconds{schema,log="events"} counts how long the horizon has
 // been held while events wait (0 otherwise); after --horizon-warn-after (10s) a warning,
-// at most every 30s, names the blocking pid, database and role; after
+// at most every --horizon-warn-every (30s), names the blocking pid, database and role; after
 // --horizon-not-ready-after (1m; 0: never) /readyz reports not ready under "horizon",
 // saying which transaction holds which log. docs/runbook.md says how to find and end
 // it.

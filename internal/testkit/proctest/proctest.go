@@ -58,12 +58,25 @@ func (l *Logs) String() string {
 // it up to timeout; it fails the test, showing the log, when none comes.
 func (l *Logs) WaitForNth(t testing.TB, msg string, n int, timeout time.Duration) map[string]any {
 	t.Helper()
+	return l.waitFor(t, msg, n, nil, timeout)
+}
+
+// WaitForMatch returns the first record whose msg is msg and for which
+// match returns true, waiting for it up to timeout; it fails the test,
+// showing the log, when none comes.
+func (l *Logs) WaitForMatch(t testing.TB, msg string, match func(rec map[string]any) bool, timeout time.Duration) map[string]any {
+	t.Helper()
+	return l.waitFor(t, msg, 1, match, timeout)
+}
+
+func (l *Logs) waitFor(t testing.TB, msg string, n int, match func(map[string]any) bool, timeout time.Duration) map[string]any {
+	t.Helper()
 	deadline := time.After(timeout)
 	for {
 		l.mu.Lock()
 		seen := 0
 		for _, rec := range l.lines {
-			if rec["msg"] == msg {
+			if rec["msg"] == msg && (match == nil || match(rec)) {
 				if seen++; seen == n {
 					l.mu.Unlock()
 					return rec
