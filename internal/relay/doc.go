@@ -148,6 +148,11 @@
 //     row neither acknowledged nor held; that row and every row after it
 //     wait, in order, and the relay publishes again from there with backoff
 //     (100ms doubling to MaxBackoff, with jitter) until the broker accepts.
+//     CLUSTER_AUTHORIZATION_FAILED also replaces the relay's Kafka client
+//     before the next attempt (dtx_relay_errors_total{kind="client"}, and a
+//     rate-limited warning): the broker gives it to a producer-id request
+//     of a principal that may write no topic yet (DESCRIBE granted before
+//     WRITE), and the client would keep that answer for good.
 //     It does so loudly: dtx_relay_publish_retries_total{topic,reason}
 //     counts every retry, a WARN naming the topic and the error is logged at
 //     most every 10s per topic and error (with the number of retries not

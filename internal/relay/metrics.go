@@ -14,6 +14,7 @@ const (
 	errKindCheckpoint = "checkpoint" // saving the checkpoint failed
 	errKindFenced     = "fenced"     // the checkpoint was refused: the lease was lost
 	errKindLease      = "lease"      // acquiring, renewing or releasing the lease failed
+	errKindClient     = "client"     // the Kafka client was replaced: the broker refused its producer id (see clientStale)
 )
 
 type metrics struct {
@@ -41,7 +42,7 @@ func newMetrics() *metrics {
 		}),
 		errors: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "dtx_relay_errors_total",
-			Help: "Failures of the relay by kind: read, produce, checkpoint, fenced, lease, listen.",
+			Help: "Failures of the relay by kind: read, produce, checkpoint, fenced, lease, client (the Kafka client was replaced after the broker refused its producer id).",
 		}, []string{"kind"}),
 		rejected: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "dtx_relay_rejected_total",
@@ -65,7 +66,7 @@ func newMetrics() *metrics {
 			Buckets: prometheus.ExponentialBuckets(0.001, 2, 16), // 1ms .. ~33s
 		}),
 	}
-	for _, k := range []string{errKindRead, errKindProduce, errKindCheckpoint, errKindFenced, errKindLease} {
+	for _, k := range []string{errKindRead, errKindProduce, errKindCheckpoint, errKindFenced, errKindLease, errKindClient} {
 		m.errors.WithLabelValues(k)
 	}
 	m.collectables = []prometheus.Collector{m.published, m.batchSize, m.errors, m.rejected, m.publishRetries, m.isLeader, m.topicHeld, m.commitToAck}

@@ -130,6 +130,17 @@ func isTopicScoped(err error) bool {
 	return ok && slices.Contains(topicScoped, ke)
 }
 
+// isClientStale reports whether err is an answer the Kafka client keeps:
+// CLUSTER_AUTHORIZATION_FAILED, which the broker gives to a producer-id
+// request of a principal that may write no topic yet (an ACL granted in
+// steps: DESCRIBE before WRITE). franz-go keeps a refused producer id as
+// the client's for good, failing every later record with it, so the relay
+// replaces the client before it retries; the fault itself is one of the
+// environment, retried with backoff like any other.
+func isClientStale(err error) bool {
+	return errors.Is(err, kerr.ClusterAuthorizationFailed)
+}
+
 // unsortedError is a final refusal that may not be the record's own: the
 // record shared a partition, or a record batch, with a refused one, and the
 // relay could not tell them apart (it was draining, or an earlier row of
@@ -256,6 +267,8 @@ func (r *Relay) produce(ctx context.Context, cl *kgo.Client, rows []txlog.Row[ro
 			if err == nil {
 				r.m.published.Inc()
 				r.m.commitToAck.Observe(max(time.Since(created).Seconds(), 0))
+			} else if isClientStale(err) {
+				r.clientStale.Store(true)
 			}
 			mu.Lock()
 			defer mu.Unlock()

@@ -39,6 +39,10 @@ type Relay struct {
 	m      *metrics
 
 	running atomic.Bool
+	// clientStale is set when the broker answered a record with an error
+	// the Kafka client keeps for good (see isClientStale): the loop
+	// replaces the client before it produces again.
+	clientStale atomic.Bool
 	healthState
 }
 
@@ -129,7 +133,7 @@ func (r *Relay) Run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("relay: kafka client: %w", err)
 	}
-	defer cl.Close()
+	r.clientStale.Store(false)
 
 	l := newLease(r.pool, r.q, r.cfg, r.m)
 	listener, err := txlog.NewListener(r.pool, txlog.ListenerConfig{
@@ -163,7 +167,8 @@ func (r *Relay) Run(ctx context.Context) error {
 
 // loop is the relay's work: while holding the lease, read a batch, publish
 // it, save the checkpoint; retry the held topics (see held.go) beside it;
-// wait for rows when caught up.
+// wait for rows when caught up. It owns cl: it replaces it when it is stale
+// (see renewClient) and closes the one it holds when it returns.
 func (r *Relay) loop(ctx context.Context, cl *kgo.Client, l *lease, w *txlog.Subscription) {
 	var (
 		token      int64 // the lease token the checkpoint below was loaded under
@@ -186,6 +191,8 @@ func (r *Relay) loop(ctx context.Context, cl *kgo.Client, l *lease, w *txlog.Sub
 		wait.Sleep(ctx, jitter(backoff))
 		backoff = min(backoff*2, r.cfg.MaxBackoff)
 	}
+	var lastRenewLog time.Time
+	defer func() { cl.Close() }() // runs last: the held retries settled below use cl
 	defer func() { r.settle(ctx, l, held, &warned) }()
 	for ctx.Err() == nil {
 		// Checked before every batch: a replica that lost its lease, or was
@@ -229,6 +236,17 @@ func (r *Relay) loop(ctx context.Context, cl *kgo.Client, l *lease, w *txlog.Sub
 			r.report(held, stop)
 			r.cfg.Logger.Info("relay: resuming from the checkpoint", "lease", r.cfg.Name, "token", tok, "checkpoint", p.String(),
 				"held_topics", len(held.topics))
+		}
+		if r.clientStale.Load() {
+			// The held retries in flight use the stale client: land them
+			// first (they fail within the produce timeout).
+			r.settle(ctx, l, held, &warned)
+			ncl, err := r.renewClient(cl, &lastRenewLog)
+			if err != nil {
+				fail(errKindClient, "replacing the Kafka client failed", err)
+				continue
+			}
+			cl = ncl
 		}
 		r.tendHeld(ctx, cl, l, held, &warned)
 		r.report(held, stop)
@@ -317,6 +335,27 @@ func (r *Relay) loop(ctx context.Context, cl *kgo.Client, l *lease, w *txlog.Sub
 		r.report(held, stop)
 		r.idle(ctx, w, held, b.HorizonBlocked)
 	}
+}
+
+// renewClient closes cl, which the broker's answers made stale (see
+// isClientStale), and returns a new client built from the same options; it
+// logs so at most every retryWarnEvery, and counts every replacement in
+// dtx_relay_errors_total{kind="client"}. No record is in flight on cl: the
+// loop produces and waits for the answers before it calls renewClient.
+func (r *Relay) renewClient(cl *kgo.Client, lastLog *time.Time) (*kgo.Client, error) {
+	ncl, err := kgo.NewClient(r.kopts...)
+	if err != nil {
+		return nil, fmt.Errorf("relay: kafka client: %w", err)
+	}
+	cl.Close()
+	r.clientStale.Store(false)
+	r.m.errors.WithLabelValues(errKindClient).Inc()
+	if now := time.Now(); now.Sub(*lastLog) >= retryWarnEvery {
+		*lastLog = now
+		r.cfg.Logger.Warn("relay: the broker refused the Kafka client's producer id (CLUSTER_AUTHORIZATION_FAILED); " +
+			"the client is replaced so that the next attempt asks again (an ACL not granted yet?)")
+	}
+	return ncl, nil
 }
 
 // idle waits for rows (see txlog.Subscription.Wait), or until a retry of a

@@ -170,13 +170,11 @@ func TestTopicAuthorizationMissingThenGranted(t *testing.T) {
 // per-key order, without restarting the relay.
 //
 // franz-go keeps a refused InitProducerId as the client's producer id error
-// for good (it is not a retriable Kafka error), so a relay that keeps its
-// Kafka client after that answer fails every later record with it: this
-// test then fails with every row missing.
+// for good (it is not a retriable Kafka error), so a relay that kept its
+// Kafka client after that answer would fail every later record with it:
+// this test would then fail with every row missing. The relay replaces the
+// client instead, and counts it in dtx_relay_errors_total{kind="client"}.
 func TestTopicAuthorizationDescribeOnlyThenWrite(t *testing.T) {
-	t.Skip("known limitation: the relay keeps its Kafka client after a refused producer id, " +
-		"so it publishes only after a restart once WRITE is granted (nothing is lost or set aside meanwhile); " +
-		"remove this skip with the fix that rebuilds the client")
 	t.Parallel()
 	r := newACLRig(t, "relay-acl-describe")
 	j := newJournal("acld")
@@ -187,6 +185,9 @@ func TestTopicAuthorizationDescribeOnlyThenWrite(t *testing.T) {
 
 	r.grant(t, kadm.OpDescribe)
 	r.requireRefused(t, "CLUSTER_AUTHORIZATION_FAILED")
+	require.Eventually(t, func() bool {
+		return labelledMetric(t, r.relay, "dtx_relay_errors_total", `kind="client"`) > 0
+	}, 30*time.Second, 100*time.Millisecond, "the relay replaces the client the broker refused a producer id")
 	for range 3 {
 		commitTx(t, r.db, r.topic, j, 100, "a", "b")
 	}

@@ -10,14 +10,17 @@
 //   - a record the broker refuses for good (too large: set aside);
 //   - faults of the environment, retried and never set aside: records
 //     stamped 2 hours ahead of the broker's clock until it accepts them; a
-//     topic the relay's SASL user has no ACL for until one is granted; a
+//     topic the relay's SASL user has no ACL for until one is granted (also
+//     DESCRIBE first and WRITE later, which the broker answers with
+//     CLUSTER_AUTHORIZATION_FAILED for the producer id); a
 //     topic missing until it is created (held, while the other topics
 //     flow);
 //   - SIGTERM while a binary waits for the start-up migration lock;
 //   - sagas through kills, participant outages, duplicate replies and
 //     compensations that arrive before their actions;
-//   - a rolling deploy of a new saga definition version across two
-//     orchestrator replicas.
+//   - a rolling deploy of a new saga definition version: replies of
+//     version-2 sagas reach a replica that knows version 1 only, and wait
+//     there until it is replaced.
 //
 // # What the verifier guarantees
 //
