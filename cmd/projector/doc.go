@@ -18,7 +18,8 @@
 // applies nothing twice and loses nothing: the next start resumes after the last
 // committed batch. On SIGTERM the batch in flight commits or rolls back as a whole. A
 // failed or interrupted rebuild is logged and leaves the live table untouched; the next
-// --rebuild resumes it.
+// --rebuild resumes it. The swap of the rebuilt table waits for the live projection's lock
+// at most --swap-timeout (30s); past it the swap rolls back and the rebuild fails so.
 //
 // A transaction with a transaction id left open anywhere in the cluster (any database,
 // any role) holds back every event committed after it took its id: the projector reads

@@ -54,6 +54,7 @@ type settings struct {
 	source       string
 	topics       string
 	group        string
+	swapTimeout  time.Duration
 	// horizon configures the watch of the events log's horizon
 	// (txlog.HorizonWatch).
 	horizon service.HorizonSettings
@@ -81,6 +82,8 @@ func (st *settings) flags(s *service.Settings) {
 		"with --source=kafka: comma-separated topics the outbox relay publishes the events to, e.g. order.events (required then)")
 	fs.StringVar(&st.group, "group", "",
 		"with --source=kafka: the Kafka consumer group; replicas with the same group share the partitions (empty: --topic-prefix then "+defaultGroup+")")
+	fs.DurationVar(&st.swapTimeout, "swap-timeout", projection.DefaultSwapTimeout,
+		"with --rebuild: longest the swap of the rebuilt table may take (it waits for the live projection's lock); on timeout the swap is rolled back, the rebuild fails and the next --rebuild resumes it (100ms..1h)")
 	st.horizon.Register(fs, "events")
 }
 
@@ -119,6 +122,9 @@ func (st *settings) validate() error {
 			errs = append(errs, fmt.Errorf("event-types (%s): a type of %d bytes, want at most 255", service.EnvName("event-types"), len(t)))
 		}
 	}
+	if st.swapTimeout < 100*time.Millisecond || st.swapTimeout > time.Hour {
+		errs = append(errs, fmt.Errorf("swap-timeout (%s): %s is outside 100ms..1h", service.EnvName("swap-timeout"), st.swapTimeout))
+	}
 	if err := st.horizon.Validate(); err != nil {
 		errs = append(errs, err)
 	}
@@ -145,6 +151,7 @@ func (st *settings) run(ctx context.Context, env *service.Env) error {
 	runner, err := projection.New(store, env.Pool, projection.Config{
 		BatchSize:    st.batchSize,
 		PollInterval: st.pollInterval,
+		SwapTimeout:  st.swapTimeout,
 		Registerer:   env.Registry,
 		Logger:       env.Logger,
 	})
