@@ -48,7 +48,8 @@ The operator API (list and show sagas, retry, abort or compensate one; GET and P
 under /sagas) is off unless --operator-addr is set; it is never served on the admin
 address, whose /metrics, /healthz and /readyz need no credential. With
 --operator-token-file, every request needs "Authorization: Bearer <token>" of a token
-in the file (one a line, "name:token" to record the name as who operated). Without a
+in the file (one a line, "name:token" to record the name as who operated; the file is
+read again when it changes, so tokens are added and revoked without a restart). Without a
 token file it is read-only and only a loopback address is accepted (127.0.0.1:8084);
 any other address without a token file stops it at start (exit 2). Operations take a
 JSON body {"reason": "...", "by": "..."}; the saga's timeline records who and why.`
@@ -160,11 +161,9 @@ func (st *settings) operator() error {
 		st.operatorAuth = orchestrator.LoopbackReadOnly()
 		return nil
 	}
-	tokens, err := orchestrator.ReadTokenFile(st.tokenFile)
-	if err != nil {
-		return fmt.Errorf("%s: %w", fileFlag, err)
-	}
-	if st.operatorAuth, err = orchestrator.NewTokenAuthenticator(tokens); err != nil {
+	// Checked here, at start (exit 2 on a bad file); serveOperator
+	// follows the file from then on.
+	if _, err := orchestrator.NewTokenFileAuthenticator(st.tokenFile, nil); err != nil {
 		return fmt.Errorf("%s: %w", fileFlag, err)
 	}
 	return nil
@@ -178,7 +177,13 @@ func (st *settings) serveOperator(ctx context.Context, env *service.Env, o *orch
 		env.Logger.InfoContext(ctx, "operator API off: set --operator-addr (DTX_OPERATOR_ADDR) to serve it")
 		return func() error { return nil }, nil
 	}
-	api, err := o.HTTPHandler(orchestrator.HTTPConfig{Authenticator: st.operatorAuth})
+	auth := st.operatorAuth
+	if st.tokenFile != "" {
+		if auth, err = orchestrator.NewTokenFileAuthenticator(st.tokenFile, env.Logger); err != nil {
+			return nil, fmt.Errorf("operator-token-file (%s): %w", service.EnvName("operator-token-file"), err)
+		}
+	}
+	api, err := o.HTTPHandler(orchestrator.HTTPConfig{Authenticator: auth})
 	if err != nil {
 		return nil, err
 	}

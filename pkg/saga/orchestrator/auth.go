@@ -7,10 +7,13 @@ import (
 	"crypto/subtle"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/http"
 	"os"
 	"strings"
+	"sync"
+	"time"
 )
 
 // Authenticator decides who makes a request to the operator API
@@ -218,4 +221,93 @@ func hostOnly(hostport string) string {
 		return h
 	}
 	return hostport
+}
+
+// TokenFileReloadInterval is how often, at most, a TokenFileAuthenticator
+// looks whether its file changed.
+const TokenFileReloadInterval = time.Second
+
+// NewTokenFileAuthenticator returns an Authenticator with the tokens of the
+// file at path (see ReadTokenFile and NewTokenAuthenticator) that follows
+// the file: when its modification time or size changed (a Kubernetes
+// Secret updated in place, an edit), it reads it again, at most once every
+// TokenFileReloadInterval, so adding or revoking a token needs no restart.
+// A file that cannot be read or holds no valid token then is logged as an
+// error on logger (nil: not logged) and the tokens read before stay in
+// force, so a bad edit locks no operator out; it fails at once when the
+// file is bad at the start.
+func NewTokenFileAuthenticator(path string, logger *slog.Logger) (Authenticator, error) {
+	a := &tokenFileAuth{path: path, logger: logger}
+	if err := a.load(); err != nil {
+		return nil, err
+	}
+	return a, nil
+}
+
+type tokenFileAuth struct {
+	path   string
+	logger *slog.Logger
+
+	mu      sync.Mutex
+	auth    Authenticator
+	modTime time.Time // of the file as last seen, read well or not
+	size    int64
+	checked time.Time
+	failure string // the last failure logged, "" once the file reads well
+}
+
+// load reads the file and swaps the tokens in; the caller holds mu or is
+// the constructor.
+func (a *tokenFileAuth) load() error {
+	fi, err := os.Stat(a.path)
+	if err != nil {
+		return err
+	}
+	a.modTime, a.size = fi.ModTime(), fi.Size()
+	tokens, err := ReadTokenFile(a.path)
+	if err != nil {
+		return err
+	}
+	auth, err := NewTokenAuthenticator(tokens)
+	if err != nil {
+		return fmt.Errorf("%s: %w", a.path, err)
+	}
+	a.auth = auth
+	return nil
+}
+
+func (a *tokenFileAuth) Authenticate(r *http.Request) (Principal, error) {
+	a.mu.Lock()
+	if now := time.Now(); now.Sub(a.checked) >= TokenFileReloadInterval {
+		a.checked = now
+		a.reload()
+	}
+	auth := a.auth
+	a.mu.Unlock()
+	return auth.Authenticate(r)
+}
+
+// reload reads the file again if it changed since it was last seen, and
+// logs a failure once (until another one, or a success).
+func (a *tokenFileAuth) reload() {
+	fi, err := os.Stat(a.path)
+	if err == nil {
+		if fi.ModTime().Equal(a.modTime) && fi.Size() == a.size {
+			return
+		}
+		err = a.load()
+	}
+	switch {
+	case err != nil && err.Error() != a.failure:
+		a.failure = err.Error()
+		if a.logger != nil {
+			a.logger.Error("orchestrator: the operator token file cannot be read again; the tokens read before stay in force",
+				"file", a.path, "err", err)
+		}
+	case err == nil:
+		a.failure = ""
+		if a.logger != nil {
+			a.logger.Info("orchestrator: operator tokens read again", "file", a.path)
+		}
+	}
 }

@@ -1,15 +1,18 @@
 package orchestrator_test
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/stretchr/testify/require"
@@ -316,4 +319,55 @@ func TestReadTokenFile(t *testing.T) {
 	require.ErrorContains(t, err, "the same secret")
 	_, err = orchestrator.NewTokenAuthenticator([]orchestrator.Token{{Name: "a", Secret: aliceToken}, {Name: "a", Secret: unnamedToken}})
 	require.ErrorContains(t, err, "taken")
+}
+
+// The token file is followed: a token added works and a token removed is
+// refused without a restart; a bad edit keeps the tokens read before.
+func TestTokenFileAuthenticatorFollowsTheFile(t *testing.T) {
+	t.Parallel()
+	file := filepath.Join(t.TempDir(), "tokens")
+	write := func(text string, at time.Time) {
+		require.NoError(t, os.WriteFile(file, []byte(text), 0o600))
+		require.NoError(t, os.Chtimes(file, at, at))
+	}
+	start := time.Now().Add(-time.Hour)
+	write("alice:"+aliceToken+"\n", start)
+	var logs bytes.Buffer
+	auth, err := orchestrator.NewTokenFileAuthenticator(file, slog.New(slog.NewTextHandler(&logs, nil)))
+	require.NoError(t, err)
+	who := func(token string) (string, error) {
+		r := httptest.NewRequest(http.MethodGet, "/sagas", nil)
+		r.Header.Set("Authorization", "Bearer "+token)
+		p, err := auth.Authenticate(r)
+		return p.Name, err
+	}
+	name, err := who(aliceToken)
+	require.NoError(t, err)
+	require.Equal(t, "alice", name)
+	_, err = who(unnamedToken)
+	require.ErrorIs(t, err, orchestrator.ErrUnauthenticated)
+
+	// Alice's token is revoked, Bob's added.
+	write("bob:"+unnamedToken+"\n", start.Add(time.Minute))
+	require.Eventually(t, func() bool {
+		name, err := who(unnamedToken)
+		return err == nil && name == "bob"
+	}, 5*time.Second, 50*time.Millisecond, "the new token is accepted without a restart")
+	_, err = who(aliceToken)
+	require.ErrorIs(t, err, orchestrator.ErrUnauthenticated, "the removed token is refused")
+
+	// A bad edit: Bob's token stays in force, and the failure is logged once.
+	write("short\n", start.Add(2*time.Minute))
+	time.Sleep(orchestrator.TokenFileReloadInterval + 100*time.Millisecond)
+	for range 3 {
+		name, err = who(unnamedToken)
+		require.NoError(t, err)
+		require.Equal(t, "bob", name)
+	}
+	time.Sleep(orchestrator.TokenFileReloadInterval + 100*time.Millisecond)
+	_, _ = who(unnamedToken)
+	require.Equal(t, 1, strings.Count(logs.String(), "cannot be read again"), logs.String())
+
+	_, err = orchestrator.NewTokenFileAuthenticator(file, nil)
+	require.ErrorContains(t, err, "line 1", "a bad file at the start is an error")
 }
