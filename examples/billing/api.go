@@ -52,11 +52,12 @@ func (a *api) routes(mw func(http.Handler) http.Handler) http.Handler {
 // retry with the same Idempotency-Key gets the stored response and starts
 // nothing.
 //
-// The middleware commits the handler's writes with any answer below 500
-// (a 4xx is stored as the request's answer) and rolls them back on a 5xx.
-// So everything that can refuse the request, the trigger event's schema
-// included, is checked before the first write, and a failure after it
-// answers 500.
+// The middleware keeps the handler's writes only with a 2xx answer: a 4xx
+// is stored as the request's answer without them, and a 5xx rolls
+// everything back and stores nothing. Everything that can refuse the
+// request, the trigger event's schema included, is still checked before the
+// first write, so that no work is undone; a failure after it answers 500,
+// so that a retry with the key runs the handler again.
 func (a *api) requestInvoice(w http.ResponseWriter, r *http.Request) {
 	tx, ok := idempotency.TxFromRequest(r)
 	if !ok { // The middleware requires the key; this is a wiring mistake.
@@ -126,8 +127,8 @@ func (a *api) requestInvoice(w http.ResponseWriter, r *http.Request) {
 }
 
 // fail answers a failure after the handler has written: always 500, so the
-// middleware rolls the transaction back (a 4xx would commit what was
-// written) and a retry with the key runs the handler again.
+// middleware rolls the transaction back and stores nothing, and a retry
+// with the key runs the handler again.
 func (a *api) fail(w http.ResponseWriter, r *http.Request, err error) {
 	a.log.ErrorContext(r.Context(), "billing: request failed; rolled back", "err", err)
 	problem(w, http.StatusInternalServerError, "the invoice could not be recorded")

@@ -84,7 +84,8 @@ func TestGettingStarted(t *testing.T) {
 	// 3. Two invoice requests, one replayed with its key.
 	post := func(key, body string) response {
 		return do(http.MethodPost, api+"/invoices",
-			map[string]string{idempotency.HeaderKey: key, "Content-Type": "application/json"}, []byte(body))
+			map[string]string{idempotency.HeaderKey: key, "Content-Type": "application/json",
+				"Authorization": "Bearer shop-frontend"}, []byte(body))
 	}
 	okBody := `{"customer_id":"c-100","amount_cents":12500,"currency":"EUR"}`
 	first := post(prefix+"ok", okBody)
@@ -97,6 +98,8 @@ func TestGettingStarted(t *testing.T) {
 	require.Equal(t, http.StatusAccepted, blocked.code, string(blocked.body))
 	without := do(http.MethodPost, api+"/invoices", nil, []byte(okBody))
 	require.Equal(t, http.StatusBadRequest, without.code, "the API requires an Idempotency-Key")
+	anonymous := do(http.MethodPost, api+"/invoices", map[string]string{idempotency.HeaderKey: prefix + "ok"}, []byte(okBody))
+	require.Equal(t, http.StatusBadRequest, anonymous.code, "a key is kept per caller: a request naming none is refused")
 
 	// A request the API's own checks accept but whose trigger event fails its
 	// schema (customer_id is at most 100 characters): 422, and no invoice

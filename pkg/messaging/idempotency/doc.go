@@ -13,18 +13,27 @@
 // MaxRequestBytes (else 413), and the request's fingerprint is the SHA-256 of
 // its method, path, query, MiddlewareConfig.FingerprintHeaders and body.
 // Keys are kept per scope: MiddlewareConfig.Scope plus the principal that
-// MiddlewareConfig.ScopeFunc returns.
+// MiddlewareConfig.ScopeFunc returns, by default the caller's Authorization
+// header (AuthorizationPrincipal); a request with a key but no principal is
+// refused with 400, so one caller is never served another's response.
 //
 //  1. Claim: a row (scope, key, fingerprint, state running) is inserted and
 //     committed on its own, so concurrent requests with the key see it.
 //  2. If the key has a row already: another fingerprint → 422; completed →
 //     the stored status, headers and body, with Idempotent-Replayed: true;
 //     running → 409 with Retry-After. An expired row counts as absent.
-//  3. Run: the middleware begins the request's transaction, locks the row in
-//     it and calls the handler with it: TxFromRequest(r), or
+//  3. Run: the middleware begins the request's transaction, takes the key's
+//     transaction-scoped advisory lock in it (no row lock: the transaction
+//     gets no transaction id, so the handler may still take outbox.Lock or
+//     append to the event store as its first locks, which per-key commit
+//     order needs), checks that the claim is still its own, and calls the
+//     handler in a savepoint of that transaction: TxFromRequest(r), or
 //     inbox.TxFromContext(r.Context()). The response is buffered.
-//  4. Complete: in the same transaction the row becomes completed with the
-//     response; the transaction commits, and only then is the response sent.
+//  4. Complete: a 2xx answer keeps the handler's writes (the savepoint is
+//     released); any other answer below 500 undoes them (the savepoint is
+//     rolled back). Then, in the same transaction, the row becomes
+//     completed with the response; the transaction commits, and only then
+//     is the response sent.
 //
 // # Guarantees
 //
@@ -37,6 +46,9 @@
 //     and the key is released before the response is sent, so the client
 //     may retry at once. Any other status (2xx, 3xx, 4xx) is stored and
 //     replayed: a 4xx is the answer to that request and would be again.
+//     Only a 2xx keeps what the handler wrote: after a 1xx, 3xx or 4xx
+//     nothing of the handler stays (an invoice never commits without the
+//     event whose refusal made the handler answer 422).
 //   - A claim whose process died (its transaction is gone) is taken over
 //     by a retry once Config.RunningTimeout (1 minute by default) has passed
 //     since the claim; nothing of the dead run was committed. A request that
@@ -54,9 +66,10 @@
 // All response headers the handler sets are stored and replayed, except
 // hop-by-hop headers (Connection and those it names, Keep-Alive,
 // Transfer-Encoding, Upgrade, Te, Trailer, Proxy-*), Content-Length (net/http
-// computes it) and trailers. Set-Cookie is stored: give every principal its
-// own scope with ScopeFunc, or one client's retry may receive another
-// client's response, cookies included. Headers set by middleware in front of
+// computes it), trailers, and headers meant for the one caller that got the
+// response: Set-Cookie, Set-Cookie2, Authentication-Info and
+// Clear-Site-Data go with the first response only, and are never stored nor
+// replayed. Headers set by middleware in front of
 // this one are not stored; they are set again on every request, replays
 // included. Without a Content-Type, the one net/http would sniff is stored.
 //
@@ -77,4 +90,12 @@
 //     same key answers correctly (replay or run).
 //   - A client retrying while a dead request's lease runs gets 409 until
 //     RunningTimeout has passed.
+//   - A handler must not commit or roll back the transaction it is given
+//     (it is a savepoint of the request's): the request then fails with 503
+//     and nothing of it is kept.
+//   - A request with a key whose ScopeFunc names no principal (by default:
+//     no Authorization header) is refused with 400 and runs nothing. Set
+//     ScopeFunc to the authenticated user's id when callers authenticate
+//     otherwise (cookies, mutual TLS), or to SharedKeys for a mount with
+//     one trusted caller.
 package idempotency

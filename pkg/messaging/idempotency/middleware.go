@@ -51,12 +51,15 @@ type MiddlewareConfig struct {
 	// 1 to MaxScopeLen bytes of printable ASCII without spaces.
 	Scope string
 
-	// ScopeFunc, if set, returns the principal a request acts for, such as
-	// the authenticated user or tenant id; keys are then kept per principal,
-	// and one client can never be served another's stored response. An empty
-	// result means no principal. A principal that is not UTF-8, contains
-	// NUL or does not fit the table is stored as its SHA-256. Defaults to
-	// nil: every client of the mount shares one key space.
+	// ScopeFunc returns the principal a request acts for, such as the
+	// authenticated user or tenant id: keys are kept per principal, so one
+	// caller is never served another's stored response. A request with a
+	// key whose principal is empty is refused with 400 (nothing runs). A
+	// principal that is not UTF-8, contains NUL or does not fit the table
+	// is stored as its SHA-256. Defaults to AuthorizationPrincipal: the
+	// caller is who its Authorization header says, and a request without
+	// one is refused. Set it to SharedKeys only for a mount whose callers
+	// may share keys (one trusted client).
 	ScopeFunc func(r *http.Request) string
 
 	// Methods are the request methods the middleware applies to; requests
@@ -95,6 +98,9 @@ type MiddlewareConfig struct {
 func (c *MiddlewareConfig) setDefaults() {
 	if c.Scope == "" {
 		c.Scope = DefaultScope
+	}
+	if c.ScopeFunc == nil {
+		c.ScopeFunc = AuthorizationPrincipal
 	}
 	if len(c.Methods) == 0 {
 		c.Methods = []string{http.MethodPost, http.MethodPatch}
@@ -148,6 +154,28 @@ func isPrintableASCII(s string, spaceOK bool) bool {
 	}
 	return true
 }
+
+// AuthorizationPrincipal is the default MiddlewareConfig.ScopeFunc: the
+// principal of a request is the SHA-256 of its Authorization header (an API
+// key, a bearer token, basic credentials), "" when it has none. Two callers
+// with different credentials never share a key; a caller whose credential
+// changes between a request and its retry (a refreshed token) runs the
+// retry again: give a ScopeFunc that returns the authenticated user's id
+// when that matters.
+func AuthorizationPrincipal(r *http.Request) string {
+	auth := r.Header.Get("Authorization")
+	if auth == "" {
+		return ""
+	}
+	sum := sha256.Sum256([]byte(auth))
+	return "authorization:" + hex.EncodeToString(sum[:])
+}
+
+// SharedKeys is a MiddlewareConfig.ScopeFunc for a mount whose callers all
+// share one key space: any caller presenting a key (and the same request)
+// gets the response stored for it, whoever sent it first. Use it only when
+// every caller is one trusted client, such as a single upstream service.
+func SharedKeys(*http.Request) string { return "shared" }
 
 // Middleware returns HTTP middleware that makes requests with an
 // Idempotency-Key header safe to retry, storing keys and responses in s.
@@ -234,7 +262,12 @@ func (m *middleware) serve(w http.ResponseWriter, r *http.Request, next http.Han
 	r.ContentLength = int64(len(body))
 
 	ctx := r.Context()
-	scope := m.scope(r)
+	scope, ok := m.scope(r)
+	if !ok {
+		writeProblem(w, http.StatusBadRequest, "Caller unknown",
+			"An Idempotency-Key is kept per caller, and this request names none (send your credentials).")
+		return
+	}
 	res, err := m.store.claim(ctx, scope, key, m.fingerprint(r, body))
 	if err != nil {
 		m.storeFailed(w, r, err)
@@ -287,8 +320,16 @@ func (m *middleware) run(w http.ResponseWriter, r *http.Request, next http.Handl
 	}
 	defer abort()
 
+	// The handler runs in a savepoint: an answer other than 2xx undoes its
+	// writes, and the response alone is stored.
+	sp, err := tx.Begin(ctx)
+	if err != nil {
+		abort()
+		m.storeFailed(w, r, fmt.Errorf("idempotency: savepoint: %w", err))
+		return
+	}
 	rec := newRecorder(m.cfg.MaxResponseBytes)
-	next.ServeHTTP(rec, r.WithContext(inbox.ContextWithTx(ctx, tx)))
+	next.ServeHTTP(rec, r.WithContext(inbox.ContextWithTx(ctx, sp)))
 
 	if rec.overflow {
 		abort()
@@ -303,11 +344,27 @@ func (m *middleware) run(w http.ResponseWriter, r *http.Request, next http.Handl
 		// A server error is not the request's answer: roll back and let the
 		// client retry with the same key.
 		abort()
+		rec.livePerCaller(w.Header())
 		writeResponse(w, resp, false)
+		return
+	}
+	if resp.status >= 200 && resp.status < 300 {
+		err = sp.Commit(ctx) // RELEASE SAVEPOINT: the handler's writes stay.
+	} else {
+		err = sp.Rollback(ctx) // A 1xx, 3xx or 4xx answer: its writes go.
+	}
+	if err != nil {
+		abort()
+		m.storeFailed(w, r, fmt.Errorf("idempotency: end the handler's savepoint (did the handler end the transaction?): %w", err))
 		return
 	}
 	if err := m.store.complete(ctx, tx, scope, key, token, resp); err != nil {
 		abort()
+		if errors.Is(err, errSuperseded) {
+			writeProblem(w, http.StatusConflict, "Request superseded",
+				"A retry with this Idempotency-Key took over while this request ran; nothing of it was kept.")
+			return
+		}
 		m.storeFailed(w, r, err)
 		return
 	}
@@ -320,6 +377,7 @@ func (m *middleware) run(w http.ResponseWriter, r *http.Request, next http.Handl
 		m.storeFailed(w, r, fmt.Errorf("idempotency: commit: %w", err))
 		return
 	}
+	rec.livePerCaller(w.Header())
 	writeResponse(w, resp, false)
 }
 
@@ -333,20 +391,17 @@ func (m *middleware) storeFailed(w http.ResponseWriter, r *http.Request, err err
 }
 
 // scope returns the stored scope of r: the mount's scope, and the principal
-// after a space when ScopeFunc names one.
-func (m *middleware) scope(r *http.Request) string {
-	if m.cfg.ScopeFunc == nil {
-		return m.cfg.Scope
-	}
+// after a space; false when ScopeFunc names no principal.
+func (m *middleware) scope(r *http.Request) (string, bool) {
 	p := m.cfg.ScopeFunc(r)
 	if p == "" {
-		return m.cfg.Scope
+		return "", false
 	}
 	if len(m.cfg.Scope)+1+len(p) <= maxScopeColumn && utf8.ValidString(p) && !strings.Contains(p, "\x00") {
-		return m.cfg.Scope + " " + p
+		return m.cfg.Scope + " " + p, true
 	}
 	sum := sha256.Sum256([]byte(p))
-	return m.cfg.Scope + " sha256:" + hex.EncodeToString(sum[:])
+	return m.cfg.Scope + " sha256:" + hex.EncodeToString(sum[:]), true
 }
 
 // fingerprint returns the SHA-256 of what identifies r: its method, path,

@@ -139,6 +139,13 @@ func (c *client) do(method, path, key, body string, header ...string) reply {
 	if key != "" {
 		req.Header.Set(idempotency.HeaderKey, key)
 	}
+	// The caller: keys are kept per caller (AuthorizationPrincipal).
+	req.Header.Set("Authorization", "Bearer test-caller")
+	for i := 0; i+1 < len(header); i += 2 {
+		if http.CanonicalHeaderKey(header[i]) == "Authorization" {
+			req.Header.Del("Authorization")
+		}
+	}
 	for i := 0; i+1 < len(header); i += 2 {
 		req.Header.Add(header[i], header[i+1])
 	}
@@ -179,10 +186,11 @@ func requireReplayOf(t *testing.T, first, again reply) {
 	require.Equal(t, first.status, again.status)
 	require.Equal(t, first.body, again.body)
 	for name, values := range first.header {
-		if name != "Date" {
+		if name != "Date" && name != "Set-Cookie" {
 			require.Equal(t, values, again.header[name], "header %s", name)
 		}
 	}
+	require.Empty(t, again.header.Values("Set-Cookie"), "a per-caller header is never replayed")
 }
 
 func TestReplay(t *testing.T) {
@@ -346,17 +354,66 @@ func TestServerErrorIsNotStored(t *testing.T) {
 	require.Equal(t, 1, f.orders(t))
 }
 
-func TestClientErrorIsStored(t *testing.T) {
+// A 4xx answer is stored and replayed, but nothing the handler wrote
+// stays: an invoice must not commit without the event whose refusal made
+// the handler answer 422.
+func TestClientErrorIsStoredWithoutTheHandlersWrites(t *testing.T) {
 	t.Parallel()
 	f := setup(t, idempotency.Config{})
-	a := &app{t: t, after: func(*http.Request, pgx.Tx, int32) int { return http.StatusBadRequest }}
+	a := &app{t: t, after: func(*http.Request, pgx.Tx, int32) int { return http.StatusUnprocessableEntity }}
 	c := f.serve(t, idempotency.MiddlewareConfig{}, a)
 
 	first := c.post(t, "k", "one")
-	require.Equal(t, http.StatusBadRequest, first.status)
+	require.Equal(t, http.StatusUnprocessableEntity, first.status)
 	requireReplayOf(t, first, c.post(t, "k", "one"))
 	require.EqualValues(t, 1, a.runs.Load())
-	require.Equal(t, 1, f.orders(t), "a 4xx answer commits, with what the handler did")
+	require.Zero(t, f.orders(t), "a 4xx answer keeps none of the handler's writes")
+	require.Equal(t, 1, f.count(t, "SELECT count(*) FROM idempotency_keys WHERE state = 'completed' AND response_status = 422"),
+		"the answer is stored")
+}
+
+// Two callers that happen to send the same key and body each get their own
+// response: by default a caller is its Authorization header.
+func TestCallersNeverShareAResponse(t *testing.T) {
+	t.Parallel()
+	f := setup(t, idempotency.Config{})
+	a := &app{t: t}
+	c := f.serve(t, idempotency.MiddlewareConfig{}, a)
+
+	alice := c.post(t, "k", "one", "Authorization", "Bearer alice")
+	bob := c.post(t, "k", "one", "Authorization", "Bearer bob")
+	require.Equal(t, http.StatusCreated, alice.status)
+	require.Equal(t, http.StatusCreated, bob.status)
+	require.NotEqual(t, alice.body, bob.body, "each caller gets its own response")
+	require.Empty(t, bob.header.Get(idempotency.HeaderReplayed))
+	requireReplayOf(t, alice, c.post(t, "k", "one", "Authorization", "Bearer alice"))
+	require.Equal(t, 2, f.orders(t))
+
+	// A request that names no caller is refused, and runs nothing.
+	anonymous := c.post(t, "k", "one", "Authorization", "")
+	requireProblem(t, anonymous, http.StatusBadRequest)
+	require.Contains(t, anonymous.body, "Caller unknown")
+	require.EqualValues(t, 2, a.runs.Load())
+
+	// A mount that shares its keys says so.
+	shared := f.serve(t, idempotency.MiddlewareConfig{Scope: "one-client", ScopeFunc: idempotency.SharedKeys}, a)
+	first := shared.post(t, "s", "one", "Authorization", "")
+	require.Equal(t, http.StatusCreated, first.status)
+	requireReplayOf(t, first, shared.post(t, "s", "one", "Authorization", "Bearer someone"))
+}
+
+// The first response carries the cookie the handler set; its replay does not.
+func TestSetCookieIsNeverReplayed(t *testing.T) {
+	t.Parallel()
+	f := setup(t, idempotency.Config{})
+	c := f.serve(t, idempotency.MiddlewareConfig{}, &app{t: t})
+	first := c.post(t, "k", "one")
+	require.Equal(t, []string{"session=s1"}, first.header.Values("Set-Cookie"), "the caller gets its cookie")
+	again := c.post(t, "k", "one")
+	require.Equal(t, "true", again.header.Get(idempotency.HeaderReplayed))
+	require.Empty(t, again.header.Values("Set-Cookie"), "the replay carries no cookie")
+	require.Zero(t, f.count(t, "SELECT count(*) FROM idempotency_keys WHERE response_headers ? 'Set-Cookie'"),
+		"nor is it stored")
 }
 
 // TestCrashBetweenEffectAndResponse covers the ways a request can die after
@@ -419,11 +476,13 @@ func TestCrashBetweenEffectAndResponse(t *testing.T) {
 		// never learns that the request succeeded.
 		req := httptest.NewRequestWithContext(t.Context(), http.MethodPost, "/orders", strings.NewReader("one"))
 		req.Header.Set(idempotency.HeaderKey, "k")
+		req.Header.Set("Authorization", "Bearer test-caller")
 		h.ServeHTTP(httptest.NewRecorder(), req)
 		require.Equal(t, 1, f.orders(t))
 
 		req = httptest.NewRequestWithContext(t.Context(), http.MethodPost, "/orders", strings.NewReader("one"))
 		req.Header.Set(idempotency.HeaderKey, "k")
+		req.Header.Set("Authorization", "Bearer test-caller")
 		rec := httptest.NewRecorder()
 		h.ServeHTTP(rec, req)
 		require.Equal(t, http.StatusCreated, rec.Code)
@@ -637,6 +696,7 @@ func TestBodyLimits(t *testing.T) {
 	req := httptest.NewRequestWithContext(t.Context(), http.MethodPost, "/orders", nil)
 	req.Body = nil
 	req.Header.Set(idempotency.HeaderKey, "k")
+	req.Header.Set("Authorization", "Bearer direct")
 	rec := httptest.NewRecorder()
 	mw(a).ServeHTTP(rec, req)
 	require.Equal(t, http.StatusCreated, rec.Code)
@@ -661,7 +721,7 @@ func TestScopes(t *testing.T) {
 	require.Equal(t, http.StatusCreated, bob.status)
 	require.NotEqual(t, alice.body, bob.body, "each principal has its own keys")
 	requireReplayOf(t, alice, c.post(t, "k", "one", "X-User", "alice"))
-	require.Equal(t, http.StatusCreated, c.post(t, "k", "one").status, "no principal")
+	requireProblem(t, c.post(t, "k", "one"), http.StatusBadRequest) // no principal
 	require.Equal(t, http.StatusCreated, other.post(t, "k", "one").status, "another mount")
 
 	long := strings.Repeat("p", 300)
@@ -673,11 +733,12 @@ func TestScopes(t *testing.T) {
 	require.NoError(t, err)
 	scopes, err = pgx.CollectRows(rows, pgx.RowTo[string])
 	require.NoError(t, err)
-	require.Len(t, scopes, 6)
-	require.Equal(t, []string{"billing-api", "orders-api", "orders-api alice", "orders-api bob"}, scopes[:4])
+	require.Len(t, scopes, 5)
+	require.Regexp(t, `^billing-api authorization:[0-9a-f]{64}$`, scopes[0])
+	require.Equal(t, []string{"orders-api alice", "orders-api bob"}, scopes[1:3])
+	require.Regexp(t, `^orders-api sha256:[0-9a-f]{64}$`, scopes[3])
 	require.Regexp(t, `^orders-api sha256:[0-9a-f]{64}$`, scopes[4])
-	require.Regexp(t, `^orders-api sha256:[0-9a-f]{64}$`, scopes[5])
-	require.EqualValues(t, 6, a.runs.Load())
+	require.EqualValues(t, 5, a.runs.Load())
 }
 
 func TestMiddlewareConfig(t *testing.T) {

@@ -77,6 +77,17 @@ func (rec *recorder) response() *storedResponse {
 	return &storedResponse{status: status, headers: headers, body: body}
 }
 
+// livePerCaller copies the per-caller headers the handler set (see
+// isPerCaller) to dst: they go with the response to the caller that made
+// the request, and are not stored.
+func (rec *recorder) livePerCaller(dst http.Header) {
+	for name, values := range rec.header {
+		if name = http.CanonicalHeaderKey(name); isPerCaller(name) && len(values) > 0 {
+			dst[name] = slices.Clone(values)
+		}
+	}
+}
+
 // isHopByHop reports whether name (canonical) concerns one connection, not
 // the response (RFC 9110, section 7.6.1), or is Content-Length, which
 // net/http computes when the response is sent.
@@ -89,9 +100,21 @@ func isHopByHop(name string) bool {
 	return false
 }
 
+// isPerCaller reports whether name (canonical) is meant for the one client
+// that received the response, such as a cookie: it is never stored nor
+// replayed, so a retry (or another caller's request that found the key)
+// never receives it.
+func isPerCaller(name string) bool {
+	switch name {
+	case "Set-Cookie", "Set-Cookie2", "Authentication-Info", "Clear-Site-Data":
+		return true
+	}
+	return false
+}
+
 // storedHeaders returns the headers of h that are stored with a response:
 // all but hop-by-hop headers (including those that the Connection header
-// names), trailers and HeaderReplayed.
+// names), per-caller headers (isPerCaller), trailers and HeaderReplayed.
 func storedHeaders(h http.Header) map[string][]string {
 	named := map[string]bool{}
 	for _, v := range h.Values("Connection") {
@@ -102,7 +125,7 @@ func storedHeaders(h http.Header) map[string][]string {
 	out := make(map[string][]string, len(h))
 	for name, values := range h {
 		name = http.CanonicalHeaderKey(name)
-		if isHopByHop(name) || named[name] || name == HeaderReplayed ||
+		if isHopByHop(name) || isPerCaller(name) || named[name] || name == HeaderReplayed ||
 			strings.HasPrefix(name, http.TrailerPrefix) || len(values) == 0 {
 			continue
 		}

@@ -121,7 +121,7 @@ var sqlFiles embed.FS
 
 // queries holds the package's SQL with the schema filled in.
 type queries struct {
-	claim, lookup, takeover, lock, complete, release, sweep string
+	claim, lookup, takeover, lock, check, complete, release, sweep string
 }
 
 // loadQueries reads the embedded queries for schema, already checked by
@@ -133,6 +133,7 @@ func loadQueries(schema string) (queries, error) {
 		lookup:   l.Load("lookup.sql"),
 		takeover: l.Load("takeover.sql"),
 		lock:     l.Load("lock.sql"),
+		check:    l.Load("check.sql"),
 		complete: l.Load("complete.sql"),
 		release:  l.Load("release.sql"),
 		sweep:    l.Load("sweep.sql"),
@@ -260,7 +261,7 @@ func (s *Store) claim(ctx context.Context, scope, key string, fp []byte) (claimR
 			return claimResult{outcome: busy}, nil
 		}
 
-		err = s.pool.QueryRow(ctx, s.q.takeover, scope, key, fp, ttl, timeout).Scan(&token)
+		err = s.pool.QueryRow(ctx, s.q.takeover, scope, key, fp, ttl, timeout, lockSeed).Scan(&token)
 		if err == nil {
 			return claimResult{outcome: claimed, token: token}, nil
 		}
@@ -272,19 +273,33 @@ func (s *Store) claim(ctx context.Context, scope, key string, fp []byte) (claimR
 	return claimResult{outcome: busy}, nil
 }
 
+// lockSeed is the seed of hashtextextended for the keys' advisory lock
+// ids, so that they rarely collide with other advisory locks (the outbox's,
+// the saga participants'). A collision costs waiting, never correctness.
+const lockSeed int64 = 0x6474786964656d70 // "dtxidemp"
+
+// errSuperseded: the claim of a running request was taken over before its
+// response could be stored.
+var errSuperseded = errors.New("idempotency: store response: the claim was taken over")
+
 // stateCompleted is the state of a key whose response is stored.
 const stateCompleted = "completed"
 
-// begin starts the request's transaction and locks the claimed row in it.
-// ok is false, and the transaction rolled back, when the claim was taken
-// over in the meantime.
+// begin starts the request's transaction, takes the key's advisory lock in
+// it and checks the claim. ok is false, and the transaction rolled back,
+// when the claim was taken over in the meantime. The transaction has no id
+// yet when begin returns: it has only read.
 func (s *Store) begin(ctx context.Context, opts pgx.TxOptions, scope, key string, token uint32) (tx pgx.Tx, ok bool, err error) {
 	tx, err = s.pool.BeginTx(ctx, opts)
 	if err != nil {
 		return nil, false, fmt.Errorf("idempotency: begin transaction: %w", err)
 	}
-	var locked bool
-	err = tx.QueryRow(ctx, s.q.lock, scope, key, token).Scan(&locked)
+	if _, err = tx.Exec(ctx, s.q.lock, scope, key, lockSeed); err != nil {
+		rollback(ctx, tx)
+		return nil, false, fmt.Errorf("idempotency: lock key: %w", err)
+	}
+	var mine bool
+	err = tx.QueryRow(ctx, s.q.check, scope, key, token).Scan(&mine)
 	if err == nil {
 		return tx, true, nil
 	}
@@ -292,7 +307,7 @@ func (s *Store) begin(ctx context.Context, opts pgx.TxOptions, scope, key string
 	if errors.Is(err, pgx.ErrNoRows) {
 		return nil, false, nil
 	}
-	return nil, false, fmt.Errorf("idempotency: lock key: %w", err)
+	return nil, false, fmt.Errorf("idempotency: check claim: %w", err)
 }
 
 // complete stores resp in tx, the request's transaction.
@@ -302,8 +317,9 @@ func (s *Store) complete(ctx context.Context, tx pgx.Tx, scope, key string, toke
 		return fmt.Errorf("idempotency: store response: %w", err)
 	}
 	if tag.RowsAffected() != 1 {
-		// The row is locked by tx since begin; this cannot happen.
-		return errors.New("idempotency: store response: the claimed key is gone")
+		// Taken over, or swept, though the key's lock is held since begin:
+		// only by a request that outlived the key's TTL.
+		return errSuperseded
 	}
 	return nil
 }

@@ -2,9 +2,10 @@
 -- timeout with the same fingerprint and held by no transaction (its owner
 -- died before its work committed). The row becomes a fresh claim: created_at
 -- is the time of this claim. $1 scope, $2 key, $3 request fingerprint,
--- $4 TTL and $5 running timeout, in microseconds.
--- SKIP LOCKED: a row locked by a live request (lock.sql) is not taken, and
--- this statement does not wait. Returns the new token, or no row.
+-- $4 TTL and $5 running timeout, in microseconds, $6 the seed of lock.sql.
+-- A key whose advisory lock a live request holds (lock.sql) is not taken,
+-- nor a row locked by one storing its response (SKIP LOCKED): this
+-- statement never waits. Returns the new token, or no row.
 UPDATE {{.schema}}.idempotency_keys
 SET request_fingerprint = $3,
     state = 'running',
@@ -21,6 +22,7 @@ WHERE ctid = (
            OR (state = 'running'
                AND request_fingerprint = $3
                AND created_at <= now() - $5::bigint * interval '1 microsecond'))
+      AND pg_try_advisory_xact_lock(hashtextextended($1::text || chr(31) || $2::text, $6::bigint))
     FOR UPDATE SKIP LOCKED
 )
 RETURNING xmin
