@@ -228,6 +228,7 @@ var fragmentImports = map[string]string{
 	"orchestrator": "github.com/vextrus/dtx/pkg/saga/orchestrator",
 	"participant":  "github.com/vextrus/dtx/pkg/saga/participant",
 	"schemas":      "github.com/vextrus/dtx/schemas",
+	"telemetry":    "github.com/vextrus/dtx/pkg/telemetry",
 }
 
 // goSource returns the Go file a go block stands for.

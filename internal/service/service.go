@@ -21,6 +21,7 @@ import (
 
 	"github.com/vextrus/dtx/pkg/messaging"
 	"github.com/vextrus/dtx/pkg/migrate"
+	"github.com/vextrus/dtx/pkg/telemetry"
 )
 
 // Exit codes of a dtx binary.
@@ -122,6 +123,9 @@ func Run(ctx context.Context, app App, args []string, env LookupEnvFunc, stdout,
 		return ExitUsage
 	}
 	err := cfg.validate()
+	if _, terr := telemetry.ExporterName(); terr != nil {
+		err = errors.Join(err, terr)
+	}
 	if app.ValidateFunc != nil {
 		err = errors.Join(err, app.ValidateFunc())
 	}
@@ -165,6 +169,22 @@ func (p *process) run(sigCtx context.Context) error {
 		"schema_dirs", cfg.SchemaDirs, "schemas", len(p.schemas.Keys()), "topic_prefix", cfg.TopicPrefix)
 	p.log.Info("connection security", cfg.securityLogAttrs()...)
 	cfg.warnInsecure(p.log)
+
+	// Traces, from the OTEL_* environment; flushed once the work loop has
+	// drained.
+	shutdownTracing, err := telemetry.Setup(context.Background(), telemetry.Config{
+		ServiceName: "dtx-" + p.app.Name, ServiceVersion: version(), Logger: p.log,
+	})
+	if err != nil {
+		return err
+	}
+	defer func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := shutdownTracing(ctx); err != nil {
+			p.log.Warn("telemetry: flushing the last spans failed", "err", err)
+		}
+	}()
 
 	poolCfg, err := pgxpool.ParseConfig(cfg.DatabaseURL)
 	if err != nil {

@@ -1,6 +1,7 @@
 package middleware
 
 import (
+	"context"
 	"strconv"
 	"strings"
 
@@ -294,4 +295,26 @@ func recordError(span trace.Span, err error) {
 	span.RecordError(err)
 	span.SetStatus(codes.Error, err.Error())
 	span.SetAttributes(semconv.ErrorType(err))
+}
+
+// InjectTraceContext writes the trace context of ctx (through the global
+// propagator, otel.GetTextMapPropagator) into each message that carries no
+// traceparent yet, so that a message written while handling a request or
+// another message continues its trace. A message with a traceparent of its
+// own keeps it; nothing is written when ctx carries no valid span context.
+// The outbox calls it for every message it writes.
+func InjectTraceContext(ctx context.Context, msgs ...*message.Message) {
+	if !trace.SpanContextFromContext(ctx).IsValid() {
+		return
+	}
+	prop := otel.GetTextMapPropagator()
+	for _, msg := range msgs {
+		if msg == nil || msg.Metadata.Get(messaging.HeaderTraceParent) != "" {
+			continue
+		}
+		if msg.Metadata == nil {
+			msg.Metadata = make(message.Metadata)
+		}
+		prop.Inject(ctx, MetadataCarrier(msg.Metadata))
+	}
 }

@@ -13,6 +13,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/vextrus/dtx/internal/sqlfile"
 	"github.com/vextrus/dtx/pkg/messaging"
@@ -217,6 +218,7 @@ func (o *Outbox) Collector() prometheus.Collector { return o.risk }
 // nothing. After any error other than a validation error, roll tx back.
 func (o *Outbox) Write(ctx context.Context, tx pgx.Tx, topic string, msgs ...*message.Message) error {
 	middleware.StampContext(ctx, msgs...)
+	middleware.InjectTraceContext(ctx, msgs...)
 	return o.write(ctx, tx, topic, msgs)
 }
 
@@ -228,7 +230,8 @@ func (o *Outbox) WriteEnvelopes(ctx context.Context, tx pgx.Tx, topic string, en
 	if tx == nil {
 		return fmt.Errorf("outbox: write to %s: %w", topic, ErrNoTransaction)
 	}
-	if _, stamped := middleware.OriginFromContext(ctx); stamped {
+	_, stamped := middleware.OriginFromContext(ctx)
+	if stamped || trace.SpanContextFromContext(ctx).IsValid() {
 		msgs, err := envelopeMessages(topic, envs)
 		if err != nil {
 			return err

@@ -12,6 +12,8 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/stretchr/testify/require"
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/propagation"
 
 	"github.com/vextrus/dtx/internal/testkit/pgtest"
 	"github.com/vextrus/dtx/pkg/messaging"
@@ -396,4 +398,28 @@ func TestMessageErrorUnwraps(t *testing.T) {
 	require.ErrorIs(t, err, outbox.ErrTooLarge)
 	require.NotErrorIs(t, err, outbox.ErrInvalidMessage)
 	require.Equal(t, `message #3 (id "x"): outbox: record too large`, err.Error())
+}
+
+// A message written in a traced context carries its trace context; one with
+// a traceparent of its own keeps it. Not parallel: it installs the global
+// propagator, as telemetry.Setup does.
+func TestWriteCarriesTheTraceContextOfItsContext(t *testing.T) {
+	prev := otel.GetTextMapPropagator()
+	otel.SetTextMapPropagator(propagation.TraceContext{})
+	t.Cleanup(func() { otel.SetTextMapPropagator(prev) })
+	f := setup(t, outbox.Config{})
+	const parent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+	ctx := otel.GetTextMapPropagator().Extract(t.Context(), propagation.MapCarrier{"traceparent": parent})
+	own := envelope(t, 2, "")
+	own.TraceParent = "00-11111111111111111111111111111111-2222222222222222-01"
+
+	tx := f.begin(t)
+	require.NoError(t, f.ob.WriteEnvelopes(ctx, tx, "t1", envelope(t, 1, ""), own))
+	require.NoError(t, f.ob.Write(ctx, tx, "t1", newMessage(t, 3, "")))
+	require.NoError(t, tx.Commit(t.Context()))
+	rows := f.rows(t)
+	require.Len(t, rows, 3)
+	require.Equal(t, parent, rows[0].Headers[messaging.HeaderTraceParent])
+	require.Equal(t, own.TraceParent, rows[1].Headers[messaging.HeaderTraceParent], "a traceparent the envelope has is kept")
+	require.Equal(t, parent, rows[2].Headers[messaging.HeaderTraceParent])
 }

@@ -80,6 +80,7 @@ func (o *Outbox) publish(tx pgx.Tx, topic string, msgs []*message.Message) error
 	for _, msg := range msgs {
 		if msg != nil {
 			middleware.StampContext(msg.Context(), msg)
+			middleware.InjectTraceContext(msg.Context(), msg)
 		}
 	}
 	if len(msgs) > 0 && msgs[0] != nil {
