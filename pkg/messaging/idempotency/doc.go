@@ -16,6 +16,10 @@
 // MiddlewareConfig.ScopeFunc returns, by default the caller's Authorization
 // header (AuthorizationPrincipal); a request with a key but no principal is
 // refused with 400, so one caller is never served another's response.
+// The default fails closed: a mount configured without thought for callers
+// refuses anonymous keyed requests rather than share one key space among
+// them, where a caller that guessed or reused a key would read a stored
+// response meant for someone else.
 //
 //  1. Claim: a row (scope, key, fingerprint, state running) is inserted and
 //     committed on its own, so concurrent requests with the key see it.
@@ -30,7 +34,7 @@
 //     handler in a savepoint of that transaction: TxFromRequest(r), or
 //     inbox.TxFromContext(r.Context()). The response is buffered.
 //  4. Complete: a 2xx answer keeps the handler's writes (the savepoint is
-//     released); any other answer below 500 undoes them (the savepoint is
+//     released); any other stored answer undoes them (the savepoint is
 //     rolled back). Then, in the same transaction, the row becomes
 //     completed with the response; the transaction commits, and only then
 //     is the response sent.
@@ -42,18 +46,19 @@
 //     both (a retry replays) or neither (a retry runs the handler).
 //   - One request per key runs at a time; a retry during it gets 409, and a
 //     request with another fingerprint gets 422 at any time.
-//   - A request that answers 5xx is not stored: its transaction rolls back
-//     and the key is released before the response is sent, so the client
-//     may retry at once. Any other status (2xx, 3xx, 4xx) is stored and
-//     replayed: a 4xx is the answer to that request and would be again.
+//   - A request that answers 5xx, 408, 425 or 429 is not stored: its
+//     transaction rolls back and the key is released before the response is
+//     sent, so the client may retry at once (those answers ask for the same
+//     request again). Any other status (2xx, 3xx, other 4xx) is stored and
+//     replayed: such a 4xx is the answer to that request and would be again.
 //     Only a 2xx keeps what the handler wrote: after a 1xx, 3xx or 4xx
 //     nothing of the handler stays (an invoice never commits without the
 //     event whose refusal made the handler answer 422).
 //   - A claim whose process died (its transaction is gone) is taken over
 //     by a retry once Config.RunningTimeout (1 minute by default) has passed
 //     since the claim; nothing of the dead run was committed. A request that
-//     runs longer than that keeps its key: its transaction holds the row
-//     locked, so it is never taken over while alive. A request delayed
+//     runs longer than that keeps its key: its transaction holds the key's
+//     advisory lock, so it is never taken over while alive. A request delayed
 //     between claim and lock past the timeout and then overtaken is fenced:
 //     it answers 409 without running its handler.
 //   - Keys expire Config.TTL (24 hours by default) after their claim,

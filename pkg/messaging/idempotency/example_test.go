@@ -28,9 +28,16 @@ func Example() {
 		fmt.Println(err)
 		return
 	}
+	// Keys are kept per caller: ScopeFunc names the caller that the
+	// authentication in front of the middleware established (not a header
+	// the client may set at will). Without ScopeFunc, the caller is its
+	// Authorization header.
 	mw, err := store.Middleware(idempotency.MiddlewareConfig{
-		Scope:     "orders-api",
-		ScopeFunc: func(r *http.Request) string { return r.Header.Get("X-User") }, // The authenticated principal.
+		Scope: "orders-api",
+		ScopeFunc: func(r *http.Request) string {
+			user, _ := r.Context().Value(userKey{}).(string)
+			return user
+		},
 	})
 	if err != nil {
 		fmt.Println(err)
@@ -44,22 +51,41 @@ func Example() {
 			http.Error(w, "cannot create the order", http.StatusInternalServerError)
 			return
 		}
+		// Only a 2xx answer keeps the handler's writes; a 4xx is stored
+		// and replayed without them, a 5xx is not stored.
 		w.WriteHeader(http.StatusCreated)
 		fmt.Fprintf(w, `{"id":%d}`, id)
 	})
-	h := mw(createOrder)
+	h := authenticate(mw(createOrder))
 
-	for range 2 {
+	for _, user := range []string{"alice", "alice", "bob"} {
 		req := httptest.NewRequest(http.MethodPost, "/orders", strings.NewReader(`{"item":"book"}`))
-		req.Header.Set("X-User", "alice")
+		req.Header.Set("Authorization", "Bearer token-of-"+user)
 		req.Header.Set(idempotency.HeaderKey, "3f1c9a52-order-1")
 		rec := httptest.NewRecorder()
 		h.ServeHTTP(rec, req)
-		fmt.Println(rec.Code, rec.Body.String(), "replayed:", rec.Header().Get(idempotency.HeaderReplayed) == "true")
+		fmt.Println(user, rec.Code, rec.Body.String(), "replayed:", rec.Header().Get(idempotency.HeaderReplayed) == "true")
 	}
 	// Output:
-	// 201 {"id":1} replayed: false
-	// 201 {"id":1} replayed: true
+	// alice 201 {"id":1} replayed: false
+	// alice 201 {"id":1} replayed: true
+	// bob 201 {"id":2} replayed: false
+}
+
+// userKey is the context key of the authenticated user.
+type userKey struct{}
+
+// authenticate stands for an application's authentication: it puts the
+// user that the bearer token names in the request's context.
+func authenticate(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		user, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer token-of-")
+		if !ok {
+			http.Error(w, "unauthenticated", http.StatusUnauthorized)
+			return
+		}
+		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), userKey{}, user)))
+	})
 }
 
 // exampleDatabase gives the example a schema of its own in the database

@@ -4,7 +4,9 @@ import (
 	"encoding/json"
 	"net/http"
 	"testing"
+	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/stretchr/testify/require"
 
 	"github.com/vextrus/dtx/pkg/eventstore"
@@ -71,4 +73,38 @@ func TestHandlerCanTakeTheOutboxAndStreamLocksFirst(t *testing.T) {
 	require.Equal(t, 1, f.count(t, "SELECT count(*) FROM events"))
 	requireReplayOf(t, r, c.post(t, "k", "one"))
 	require.Equal(t, 2, f.count(t, "SELECT count(*) FROM outbox"), "the replay wrote nothing")
+}
+
+// Advisory locks are database-wide, but a key's lock is kept per schema: a
+// request holding key k in one schema does not hold up a request with the
+// same scope, caller and key on a Store in another schema.
+func TestKeyLocksOfOtherSchemasDoNotMeet(t *testing.T) {
+	t.Parallel()
+	held, other := make(chan struct{}), make(chan struct{})
+	fa := setup(t, idempotency.Config{})
+	ca := fa.serve(t, idempotency.MiddlewareConfig{}, &app{t: t, after: func(*http.Request, pgx.Tx, int32) int {
+		close(held)
+		select { // Hold the key until the other schema's request is done.
+		case <-other:
+		case <-time.After(waitFor):
+		}
+		return 0
+	}})
+	fb := setup(t, idempotency.Config{})
+	cb := fb.serve(t, idempotency.MiddlewareConfig{}, &app{t: t})
+
+	first := make(chan reply, 1)
+	go func() { first <- ca.do(http.MethodPost, "/orders", "k", "one") }()
+	select {
+	case <-held:
+	case r := <-first:
+		t.Fatalf("the first request ended before holding its key: %d %s %v", r.status, r.body, r.err)
+	}
+	start := time.Now()
+	require.Equal(t, http.StatusCreated, cb.post(t, "k", "one").status)
+	close(other)
+	require.Less(t, time.Since(start), waitFor/2, "the other schema's request did not wait for this one's lock")
+	r := <-first
+	require.NoError(t, r.err)
+	require.Equal(t, http.StatusCreated, r.status)
 }

@@ -340,9 +340,9 @@ func (m *middleware) run(w http.ResponseWriter, r *http.Request, next http.Handl
 		return
 	}
 	resp := rec.response()
-	if resp.status >= http.StatusInternalServerError {
-		// A server error is not the request's answer: roll back and let the
-		// client retry with the same key.
+	if !isFinal(resp.status) {
+		// A server error, or a "try again later", is not the request's
+		// answer: roll back and let the client retry with the same key.
 		abort()
 		rec.livePerCaller(w.Header())
 		writeResponse(w, resp, false)
@@ -379,6 +379,19 @@ func (m *middleware) run(w http.ResponseWriter, r *http.Request, next http.Handl
 	}
 	rec.livePerCaller(w.Header())
 	writeResponse(w, resp, false)
+}
+
+// isFinal reports whether a response with status is the request's answer,
+// stored and replayed: every status but 5xx and the client errors that ask
+// for the same request again later (408 Request Timeout, 425 Too Early,
+// 429 Too Many Requests). Replaying one of those would refuse the retry it
+// asks for until the key expires.
+func isFinal(status int) bool {
+	switch status {
+	case http.StatusRequestTimeout, http.StatusTooEarly, http.StatusTooManyRequests:
+		return false
+	}
+	return status < http.StatusInternalServerError
 }
 
 // storeFailed answers a request the store could not serve, with 503: the

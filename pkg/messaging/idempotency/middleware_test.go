@@ -354,6 +354,33 @@ func TestServerErrorIsNotStored(t *testing.T) {
 	require.Equal(t, 1, f.orders(t))
 }
 
+// A "try again later" client error is not the request's answer: like a 5xx
+// it is not stored, and the retry it asks for runs.
+func TestRetryLaterIsNotStored(t *testing.T) {
+	t.Parallel()
+	for _, status := range []int{http.StatusRequestTimeout, http.StatusTooEarly, http.StatusTooManyRequests} {
+		t.Run(http.StatusText(status), func(t *testing.T) {
+			t.Parallel()
+			f := setup(t, idempotency.Config{})
+			a := &app{t: t, after: func(_ *http.Request, _ pgx.Tx, run int32) int {
+				if run == 1 {
+					return status
+				}
+				return 0
+			}}
+			c := f.serve(t, idempotency.MiddlewareConfig{}, a)
+
+			require.Equal(t, status, c.post(t, "k", "one").status)
+			require.Zero(t, f.orders(t))
+			require.Zero(t, f.count(t, "SELECT count(*) FROM idempotency_keys"), "the key is released")
+			again := c.post(t, "k", "one")
+			require.Equal(t, http.StatusCreated, again.status, "the retry runs")
+			require.Empty(t, again.header.Get(idempotency.HeaderReplayed))
+			require.Equal(t, 1, f.orders(t))
+		})
+	}
+}
+
 // A 4xx answer is stored and replayed, but nothing the handler wrote
 // stays: an invoice must not commit without the event whose refusal made
 // the handler answer 422.
@@ -500,6 +527,8 @@ func TestCrashBetweenEffectAndResponse(t *testing.T) {
 		t.Parallel()
 		f := setup(t, idempotency.Config{})
 		pids, release := make(chan uint32, 1), make(chan struct{})
+		wake := sync.OnceFunc(func() { close(release) })
+		t.Cleanup(wake) // A failed test must not leave the handler (and the server's Close) waiting.
 		a := &app{t: t, after: func(_ *http.Request, tx pgx.Tx, run int32) int {
 			if run == 1 {
 				pids <- tx.Conn().PgConn().PID()
@@ -530,7 +559,7 @@ func TestCrashBetweenEffectAndResponse(t *testing.T) {
 
 		// The zombie request wakes up: it can commit nothing, and it does
 		// not release the key it no longer holds.
-		close(release)
+		wake()
 		zombie := <-dead
 		require.NoError(t, zombie.err)
 		requireProblem(t, zombie, http.StatusServiceUnavailable)

@@ -261,7 +261,7 @@ func (s *Store) claim(ctx context.Context, scope, key string, fp []byte) (claimR
 			return claimResult{outcome: busy}, nil
 		}
 
-		err = s.pool.QueryRow(ctx, s.q.takeover, scope, key, fp, ttl, timeout, lockSeed).Scan(&token)
+		err = s.pool.QueryRow(ctx, s.q.takeover, scope, key, fp, ttl, timeout, lockSeed, s.cfg.Schema).Scan(&token)
 		if err == nil {
 			return claimResult{outcome: claimed, token: token}, nil
 		}
@@ -294,7 +294,7 @@ func (s *Store) begin(ctx context.Context, opts pgx.TxOptions, scope, key string
 	if err != nil {
 		return nil, false, fmt.Errorf("idempotency: begin transaction: %w", err)
 	}
-	if _, err = tx.Exec(ctx, s.q.lock, scope, key, lockSeed); err != nil {
+	if _, err = tx.Exec(ctx, s.q.lock, scope, key, lockSeed, s.cfg.Schema); err != nil {
 		rollback(ctx, tx)
 		return nil, false, fmt.Errorf("idempotency: lock key: %w", err)
 	}

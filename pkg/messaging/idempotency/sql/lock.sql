@@ -4,7 +4,8 @@
 -- runs. An advisory lock gives the transaction no id, unlike a row lock: the
 -- handler may still take outbox.Lock and the event store's locks as its
 -- first locks (per-key commit order, see the outbox's docs). $1 scope, $2
--- key, $3 seed. The lock id hashes scope and key joined by U+001F, which a
--- scope never holds; a collision of two ids costs waiting, never
--- correctness.
-SELECT pg_advisory_xact_lock(hashtextextended($1::text || chr(31) || $2::text, $3::bigint))
+-- key, $3 seed, $4 the table's schema. Advisory locks are database-wide:
+-- the lock id hashes schema, scope and key joined by U+001F, which neither
+-- a schema nor a scope holds, so stores in other schemas do not meet. A
+-- collision of two ids costs waiting, never correctness.
+SELECT pg_advisory_xact_lock(hashtextextended($4::text || chr(31) || $1::text || chr(31) || $2::text, $3::bigint))
