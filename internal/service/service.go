@@ -123,9 +123,7 @@ func Run(ctx context.Context, app App, args []string, env LookupEnvFunc, stdout,
 		return ExitUsage
 	}
 	err := cfg.validate()
-	if _, terr := telemetry.ExporterName(); terr != nil {
-		err = errors.Join(err, terr)
-	}
+	err = errors.Join(err, telemetry.CheckEnv())
 	if app.ValidateFunc != nil {
 		err = errors.Join(err, app.ValidateFunc())
 	}
@@ -171,20 +169,31 @@ func (p *process) run(sigCtx context.Context) error {
 	cfg.warnInsecure(p.log)
 
 	// Traces, from the OTEL_* environment; flushed once the work loop has
-	// drained.
+	// drained, within what is left of the drain timeout (at least
+	// minTraceFlush).
 	shutdownTracing, err := telemetry.Setup(context.Background(), telemetry.Config{
 		ServiceName: "dtx-" + p.app.Name, ServiceVersion: version(), Logger: p.log,
 	})
 	if err != nil {
 		return err
 	}
-	defer func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	flushBy, flushed := time.Time{}, false // flushBy is set when draining starts
+	flushTraces := func() {
+		if flushed {
+			return
+		}
+		flushed = true
+		deadline := time.Now().Add(minTraceFlush)
+		if flushBy.After(deadline) {
+			deadline = flushBy
+		}
+		ctx, cancel := context.WithDeadline(context.Background(), deadline)
 		defer cancel()
 		if err := shutdownTracing(ctx); err != nil {
 			p.log.Warn("telemetry: flushing the last spans failed", "err", err)
 		}
-	}()
+	}
+	defer flushTraces() // on every path; only the first call flushes
 
 	poolCfg, err := pgxpool.ParseConfig(cfg.DatabaseURL)
 	if err != nil {
@@ -240,6 +249,7 @@ func (p *process) run(sigCtx context.Context) error {
 	case <-sigCtx.Done():
 		p.draining.Store(true)
 		p.log.Info("draining", "drain_timeout", cfg.DrainTimeout.String())
+		flushBy = time.Now().Add(cfg.DrainTimeout)
 		cancelWork()
 		timer := time.NewTimer(cfg.DrainTimeout)
 		select {
@@ -252,10 +262,15 @@ func (p *process) run(sigCtx context.Context) error {
 			workErr = nil
 		}
 	}
+	flushTraces()
 	shutdownCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	return errors.Join(workErr, admin.shutdown(shutdownCtx))
 }
+
+// minTraceFlush is the least time the last spans get to be exported, even
+// when the drain used all of its timeout.
+const minTraceFlush = time.Second
 
 // pendingChecks returns the checks that keep the process not ready at
 // first, with their reasons: the start-up, done once migrations (when

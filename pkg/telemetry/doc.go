@@ -7,7 +7,9 @@
 //
 // # The environment
 //
-//   - OTEL_TRACES_EXPORTER: otlp, console or none. When it is unset, traces
+//   - OTEL_TRACES_EXPORTER: otlp, console or none (lower case, one
+//     exporter, as the OpenTelemetry exporter registry reads it). When it
+//     is unset, traces
 //     are exported over OTLP if an endpoint is set
 //     (OTEL_EXPORTER_OTLP_ENDPOINT or OTEL_EXPORTER_OTLP_TRACES_ENDPOINT),
 //     and not at all otherwise: a process without a collector neither
@@ -18,7 +20,8 @@
 //     Config.ServiceName is the service name when OTEL_SERVICE_NAME is
 //     unset.
 //   - OTEL_TRACES_SAMPLER and OTEL_TRACES_SAMPLER_ARG: the sampler
-//     (parentbased_always_on by default).
+//     (parentbased_always_on by default) and its ratio (0 to 1).
+//   - OTEL_BSP_*: the batch span processor's delay, queue and batch sizes.
 //   - OTEL_PROPAGATORS is not read: the propagator is always W3C trace
 //     context and baggage, which dtx writes into every record it produces.
 //
@@ -33,9 +36,12 @@
 //
 // # How it fails
 //
-//   - An OTEL_TRACES_EXPORTER other than otlp, console or none, or an
-//     exporter that cannot be built from its variables, fails Setup with an
-//     error naming the variable; nothing is installed then.
+//   - An OTEL_TRACES_EXPORTER other than otlp, console or none, an OTLP
+//     protocol other than http/protobuf or grpc, an unknown sampler or a
+//     ratio outside 0..1, OTEL_RESOURCE_ATTRIBUTES that is not
+//     key=value,..., or an exporter that cannot be built from its
+//     variables, fails Setup with an error naming the variable (CheckEnv
+//     reports the same without Setup); nothing is installed then.
 //   - Spans that cannot be exported (a collector down) are dropped by the
 //     batch processor after its retries; the OpenTelemetry error handler
 //     logs them (Config.Logger, rate-limited). They never block the

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -53,10 +54,10 @@ func Setup(ctx context.Context, cfg Config) (ShutdownFunc, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	exporter, err := ExporterName()
-	if err != nil {
+	if err := CheckEnv(); err != nil {
 		return nil, err
 	}
+	exporter, _ := ExporterName() // checked
 	otel.SetTextMapPropagator(propagation.NewCompositeTextMapPropagator(propagation.TraceContext{}, propagation.Baggage{}))
 	if exporter == ExporterNone {
 		cfg.Logger.Debug("telemetry: traces are not exported (set OTEL_TRACES_EXPORTER or OTEL_EXPORTER_OTLP_ENDPOINT)")
@@ -79,13 +80,20 @@ func Setup(ctx context.Context, cfg Config) (ShutdownFunc, error) {
 		attrs = append(attrs, resource.WithAttributes(semconv.ServiceVersion(cfg.ServiceVersion)))
 	}
 	res, err := resource.New(ctx, attrs...)
-	if err != nil && res == nil {
-		_ = exp.Shutdown(ctx)
-		return nil, fmt.Errorf("telemetry: OTEL_RESOURCE_ATTRIBUTES: %w", err)
+	if err != nil {
+		if res == nil {
+			_ = exp.Shutdown(ctx)
+			return nil, fmt.Errorf("telemetry: resource: %w", err)
+		}
+		// A detector (host, process) fell short: the rest of the
+		// resource is used.
+		cfg.Logger.Warn("telemetry: part of the resource could not be detected", "err", err)
 	}
+	// Before the provider: it reports an OTEL_TRACES_SAMPLER it cannot use
+	// to the error handler (CheckEnv has refused those already).
+	otel.SetErrorHandler(&errorLog{log: cfg.Logger, every: time.Minute})
 	tp := sdktrace.NewTracerProvider(sdktrace.WithBatcher(exp), sdktrace.WithResource(res))
 	otel.SetTracerProvider(tp)
-	otel.SetErrorHandler(&errorLog{log: cfg.Logger, every: time.Minute})
 	cfg.Logger.Info("telemetry: exporting traces", "exporter", exporter, "service", serviceName(cfg))
 
 	var once sync.Once
@@ -99,11 +107,10 @@ func Setup(ctx context.Context, cfg Config) (ShutdownFunc, error) {
 // ExporterName returns the trace exporter the environment asks for: the
 // value of OTEL_TRACES_EXPORTER, or, when it is unset or empty, otlp if an
 // OTLP endpoint is set and none otherwise. It fails on a value that is not
-// otlp, console or none.
+// exactly otlp, console or none (one exporter; lower case, as the
+// OpenTelemetry exporter registry reads it).
 func ExporterName() (string, error) {
-	v := os.Getenv("OTEL_TRACES_EXPORTER")
-	v = strings.TrimSpace(strings.ToLower(v))
-	switch v {
+	switch v := os.Getenv("OTEL_TRACES_EXPORTER"); v {
 	case ExporterOTLP, ExporterConsole, ExporterNone:
 		return v, nil
 	case "":
@@ -113,8 +120,73 @@ func ExporterName() (string, error) {
 			}
 		}
 		return ExporterNone, nil
+	default:
+		return "", fmt.Errorf("telemetry: OTEL_TRACES_EXPORTER: %q is not one of otlp, console, none", v)
 	}
-	return "", fmt.Errorf("telemetry: OTEL_TRACES_EXPORTER: %q is not one of otlp, console, none", v)
+}
+
+// CheckEnv reports every OTEL_* variable Setup reads and cannot use, each
+// error naming its variable (errors.Join): OTEL_TRACES_EXPORTER, the OTLP
+// protocol when traces go over OTLP, OTEL_TRACES_SAMPLER and
+// OTEL_TRACES_SAMPLER_ARG, and OTEL_RESOURCE_ATTRIBUTES. Setup calls it
+// first; a binary calls it with the rest of its configuration to refuse to
+// start on a typo.
+func CheckEnv() error {
+	exporter, err := ExporterName()
+	errs := []error{err}
+	if exporter == ExporterOTLP {
+		errs = append(errs, checkProtocol())
+	}
+	errs = append(errs, checkSampler())
+	if _, err := resource.New(context.Background(), resource.WithFromEnv()); err != nil {
+		errs = append(errs, fmt.Errorf("telemetry: OTEL_RESOURCE_ATTRIBUTES: %w (want key=value,key=value)", err))
+	}
+	return errors.Join(errs...)
+}
+
+// checkProtocol checks the OTLP protocol for traces: the traces variable
+// wins over the general one, and http/protobuf is the default.
+func checkProtocol() error {
+	for _, name := range []string{"OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "OTEL_EXPORTER_OTLP_PROTOCOL"} {
+		switch v := os.Getenv(name); v {
+		case "":
+			continue
+		case "http/protobuf", "grpc":
+			return nil
+		default:
+			return fmt.Errorf("telemetry: %s: %q is not one of http/protobuf, grpc", name, v)
+		}
+	}
+	return nil
+}
+
+// samplers are the values of OTEL_TRACES_SAMPLER the SDK knows, and
+// whether each reads OTEL_TRACES_SAMPLER_ARG (a ratio).
+var samplers = map[string]bool{
+	"always_on": false, "always_off": false, "traceidratio": true,
+	"parentbased_always_on": false, "parentbased_always_off": false, "parentbased_traceidratio": true,
+}
+
+// checkSampler checks what the SDK would otherwise only report to the
+// error handler before falling back to its default sampler.
+func checkSampler() error {
+	name := strings.ToLower(strings.TrimSpace(os.Getenv("OTEL_TRACES_SAMPLER")))
+	if name == "" {
+		return nil
+	}
+	ratio, known := samplers[name]
+	if !known {
+		return fmt.Errorf("telemetry: OTEL_TRACES_SAMPLER: %q is not one of always_on, always_off, traceidratio, "+
+			"parentbased_always_on, parentbased_always_off, parentbased_traceidratio", name)
+	}
+	arg := strings.TrimSpace(os.Getenv("OTEL_TRACES_SAMPLER_ARG"))
+	if !ratio || arg == "" {
+		return nil
+	}
+	if v, err := strconv.ParseFloat(arg, 64); err != nil || v < 0 || v > 1 {
+		return fmt.Errorf("telemetry: OTEL_TRACES_SAMPLER_ARG: %q is not a ratio between 0 and 1 (for OTEL_TRACES_SAMPLER=%s)", arg, name)
+	}
+	return nil
 }
 
 func serviceName(cfg Config) string {

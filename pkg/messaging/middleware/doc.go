@@ -38,6 +38,11 @@
 //   - Validate decodes the envelope and checks its payload against its JSON
 //     Schema; the handler reads the envelope with EnvelopeFromContext.
 //
+// HTTP is the same edge for net/http: it takes or makes the request's
+// X-Correlation-ID (echoed in the response), continues the caller's W3C
+// trace context with a server span, and puts both on the request's
+// context, so that what the handler writes to the outbox carries them.
+//
 // # Guarantees
 //
 //   - A poison message never crashes the process and never blocks its
