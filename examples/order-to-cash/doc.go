@@ -28,6 +28,24 @@
 //     reserved, payment charged, shipment scheduled and order confirmed,
 //     each once; a compensated saga's stock and payment back to zero and no
 //     active shipment; no effect recorded twice in the services' ledger.
+//   - sales-api serves sales as an event-sourced Order aggregate
+//     (pkg/eventstore) behind HTTP (--addr, 127.0.0.1:8095 by default),
+//     wrapped in middleware.HTTP (correlation id, trace). POST /orders
+//     requires an Idempotency-Key, kept per caller (the Authorization
+//     header): the handler dispatches sales.order.place on a pkg/cqrs
+//     command bus in the request's transaction, and the aggregate appends
+//     sales.order.placed to the stream of the order id (stream type
+//     sales.order), whose outbox record goes to the saga's trigger topic
+//     (--topic) with the trigger's schema; it answers 201 with the order id
+//     and a Location. A retry with the key replays the first answer; the
+//     same order id under another key is refused with 409. GET /orders/{id}
+//     runs a query on the cqrs query bus: the order's status (placed,
+//     confirmed, cancelled) from the order-status read model, a projection
+//     (pkg/projection) of the aggregate's events that the subcommand keeps
+//     up to date, and the saga with its timeline (orchestrator.Show). The
+//     sales participant confirms such orders through the aggregate
+//     (sales.order.confirmed appended to the order's stream); a cancelled
+//     order is never confirmed (the command is dead-lettered).
 //
 // Every handler records what it did in the ledger table, in the
 // transaction of its effect, under a unique (service, saga, step, phase):

@@ -30,6 +30,7 @@ Usage:
   example-o2c participants [--only inventory,accounting,delivery,sales] [--slow 0s] [--admin-addr :8090] ...
   example-o2c place --orders N [--decline-every K] [--fail-delivery-every M] [--sold-out-every L] [--per-tx T] [--run ID]
   example-o2c report [--wait 60s] [--run ID]
+  example-o2c sales-api [--addr 127.0.0.1:8095] [--topic sales.events]
 
 Each reads DTX_DATABASE_URL, DTX_SCHEMA (default dtx) and DTX_EXAMPLE_SCHEMA
 (default example_o2c); participants also DTX_KAFKA_BROKERS. Run a subcommand
@@ -59,6 +60,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return oneShot(ctx, "place", args[1:], stdout, stderr, placeCommand)
 	case "report":
 		return oneShot(ctx, "report", args[1:], stdout, stderr, reportCommand)
+	case "sales-api":
+		return oneShot(ctx, "sales-api", args[1:], stdout, stderr, salesAPICommand)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return 0

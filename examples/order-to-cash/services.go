@@ -221,7 +221,11 @@ func RunServices(ctx context.Context, cfg ServicesConfig) error {
 	}
 	router.AddMiddleware(mws...)
 
-	h := handlers{st: st}
+	orders, err := newOrderEvents(cfg.Pool, cfg.Schema, cfg.Topics.SalesEvents)
+	if err != nil {
+		return err
+	}
+	h := handlers{st: st, orders: orders}
 	for _, name := range cfg.Only {
 		svc, err := newService(cfg, name, replies, h)
 		if err != nil {
@@ -316,7 +320,12 @@ func undone(idField, atField string) participant.ReplyDataFunc {
 
 // handlers are the services' command handlers. Each runs in the command's
 // transaction, behind the barrier, and records its effect in the ledger.
-type handlers struct{ st store }
+type handlers struct {
+	st store
+	// orders is the Order aggregate's event store: confirm appends
+	// OrderConfirmed to the orders placed through the sales API.
+	orders *orderEventStore
+}
 
 type item struct {
 	SKU      string `json:"sku"`
@@ -557,6 +566,9 @@ func (h handlers) confirm(ctx context.Context, tx pgx.Tx, cmd participant.Comman
 		return participant.Reply{}, messaging.Permanent(fmt.Errorf("sales.order.confirm: order %q unknown", in.OrderID))
 	}
 	if err != nil {
+		return participant.Reply{}, err
+	}
+	if err := confirmOrder(ctx, h.orders, tx, in.OrderID); err != nil {
 		return participant.Reply{}, err
 	}
 	if err := h.st.ledger(ctx, tx, serviceSales, cmd.SagaID, cmd.Step, string(cmd.Phase), "confirmed "+in.OrderID); err != nil {
