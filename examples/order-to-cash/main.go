@@ -178,12 +178,12 @@ func (c *common) flags(fs *flag.FlagSet) {
 // oneShot parses the flags of a subcommand that runs once and runs it with a
 // pool and the example's store.
 func oneShot(ctx context.Context, name string, args []string, stdout, stderr io.Writer,
-	cmd func(ctx context.Context, fs *flag.FlagSet, args []string, c common, out io.Writer) error) int {
+	cmd func(ctx context.Context, fs *flag.FlagSet, args []string, c *common, out io.Writer) error) int {
 	fs := flag.NewFlagSet("example-o2c "+name, flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	var c common
 	c.flags(fs)
-	err := cmd(ctx, fs, args, c, stdout)
+	err := cmd(ctx, fs, args, &c, stdout) // a pointer: the flags are parsed into c by cmd
 	if errors.Is(err, flag.ErrHelp) {
 		return 0
 	}
@@ -211,7 +211,7 @@ func (c common) connect(ctx context.Context) (*pgxpool.Pool, store, error) {
 	return pool, st, nil
 }
 
-func placeCommand(ctx context.Context, fs *flag.FlagSet, args []string, c common, out io.Writer) error {
+func placeCommand(ctx context.Context, fs *flag.FlagSet, args []string, c *common, out io.Writer) error {
 	p := PlaceParams{Progress: out}
 	fs.IntVar(&p.Orders, "orders", 200, "orders to place")
 	fs.IntVar(&p.PerTx, "per-tx", 10, "orders per transaction")
@@ -253,7 +253,7 @@ func placeCommand(ctx context.Context, fs *flag.FlagSet, args []string, c common
 	return nil
 }
 
-func reportCommand(ctx context.Context, fs *flag.FlagSet, args []string, c common, out io.Writer) error {
+func reportCommand(ctx context.Context, fs *flag.FlagSet, args []string, c *common, out io.Writer) error {
 	var (
 		wait time.Duration
 		p    ReportParams

@@ -77,68 +77,7 @@ func TestOrderToCashEndToEnd(t *testing.T) {
 		Delivery: kafkatest.NewTopic(t, 2), Sales: kafkatest.NewTopic(t, 2), Replies: kafkatest.NewTopic(t, 2),
 		Events: kafkatest.NewTopic(t, 1),
 	}
-	groupPrefix := topics.SalesEvents // unique per test
-	orchestratorGroup := groupPrefix + "-orchestrator"
-	adm := kadm.NewClient(kafkatest.NewClient(t))
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		groups := []string{orchestratorGroup}
-		for _, s := range allServices() {
-			groups = append(groups, groupPrefix+"-"+s)
-		}
-		for _, g := range groups {
-			if _, err := adm.DeleteGroup(ctx, g); err != nil && !errors.Is(err, kerr.GroupIDNotFound) {
-				t.Logf("delete group %s: %v", g, err)
-			}
-		}
-	})
-
-	def, err := saga.LoadFile("sagas/order-to-cash.yaml")
-	require.NoError(t, err)
-	renameTopics(def, topics)
-	defs, err := saga.NewRegistry(def)
-	require.NoError(t, err)
-	reg, err := messaging.NewSchemaRegistry(messaging.SchemaRegistryConfig{FS: schemas.FS()})
-	require.NoError(t, err)
-	logger := slog.New(slog.DiscardHandler)
-
-	// The relay publishes what everyone writes to the outbox.
-	r, err := relay.New(db.Pool, []kgo.Opt{kgo.SeedBrokers(kafkatest.Brokers()...)},
-		relay.Config{Schema: db.Name, PollInterval: 100 * time.Millisecond, LeaseDuration: 2 * time.Second})
-	require.NoError(t, err)
-	background(t, "relay", r.Run)
-
-	// The orchestrator, wired as cmd/orchestrator does.
-	o, err := orchestrator.New(db.Pool, orchestrator.Config{
-		Schema: db.Name, Definitions: defs, Schemas: reg, Consumer: orchestratorGroup,
-		ReplyTopic: topics.Replies, EventTopic: topics.Events, ScanInterval: 50 * time.Millisecond, Logger: logger,
-	})
-	require.NoError(t, err)
-	client := kafka.ClientConfig{Brokers: kafkatest.Brokers()}
-	pub, err := kafka.NewPublisher(kafka.PublisherConfig{ClientConfig: client, AutoCreateTopics: true})
-	require.NoError(t, err)
-	t.Cleanup(func() { _ = pub.Close() })
-	sub, err := kafka.NewSubscriber(kafka.SubscriberConfig{ClientConfig: client, ConsumerGroup: orchestratorGroup,
-		MaxInFlightPerPartition: 64, CommitInterval: 100 * time.Millisecond})
-	require.NoError(t, err)
-	t.Cleanup(func() { _ = sub.Close() })
-	mws, err := middleware.Standard(middleware.StackConfig{DeadLetterPublisher: pub, Schemas: reg})
-	require.NoError(t, err)
-	router, err := message.NewRouter(message.RouterConfig{CloseTimeout: 10 * time.Second}, watermill.NopLogger{})
-	require.NoError(t, err)
-	router.AddMiddleware(mws...)
-	for _, topic := range o.Topics() {
-		router.AddConsumerHandler("saga:"+topic, topic, sub, o.Handle)
-	}
-	background(t, "orchestrator", o.Run)
-	background(t, "orchestrator router", func(ctx context.Context) error {
-		done := make(chan error, 1)
-		go func() { done <- router.Run(ctx) }()
-		<-ctx.Done()
-		_ = router.Close()
-		return <-done
-	})
+	groupPrefix, reg, logger := startSagaSide(t, db, topics)
 
 	// The four services.
 	st, err := newStore(exampleSchema)
@@ -179,4 +118,77 @@ func TestOrderToCashEndToEnd(t *testing.T) {
 	// 19 completed x 4 actions, 8 released reservations (action and
 	// compensation), 4 refunded payments (action and compensation).
 	require.Equal(t, 19*4+8*2+4*2, rep.LedgerRows)
+}
+
+// startSagaSide starts, on db and topics, what runs beside the services:
+// the relay, and the orchestrator with its router wired as
+// cmd/orchestrator does. It deletes the test's consumer groups at cleanup
+// and returns the services' group prefix, the schema registry and a
+// logger.
+func startSagaSide(t *testing.T, db *pgtest.Schema, topics Topics) (groupPrefix string, reg *messaging.SchemaRegistry, logger *slog.Logger) {
+	t.Helper()
+	groupPrefix = topics.SalesEvents // unique per test
+	orchestratorGroup := groupPrefix + "-orchestrator"
+	adm := kadm.NewClient(kafkatest.NewClient(t))
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		groups := []string{orchestratorGroup}
+		for _, s := range allServices() {
+			groups = append(groups, groupPrefix+"-"+s)
+		}
+		for _, g := range groups {
+			if _, err := adm.DeleteGroup(ctx, g); err != nil && !errors.Is(err, kerr.GroupIDNotFound) {
+				t.Logf("delete group %s: %v", g, err)
+			}
+		}
+	})
+
+	def, err := saga.LoadFile("sagas/order-to-cash.yaml")
+	require.NoError(t, err)
+	renameTopics(def, topics)
+	defs, err := saga.NewRegistry(def)
+	require.NoError(t, err)
+	reg, err = messaging.NewSchemaRegistry(messaging.SchemaRegistryConfig{FS: schemas.FS()})
+	require.NoError(t, err)
+	logger = slog.New(slog.DiscardHandler)
+
+	// The relay publishes what everyone writes to the outbox.
+	r, err := relay.New(db.Pool, []kgo.Opt{kgo.SeedBrokers(kafkatest.Brokers()...)},
+		relay.Config{Schema: db.Name, PollInterval: 100 * time.Millisecond, LeaseDuration: 2 * time.Second})
+	require.NoError(t, err)
+	background(t, "relay", r.Run)
+
+	// The orchestrator, wired as cmd/orchestrator does.
+	o, err := orchestrator.New(db.Pool, orchestrator.Config{
+		Schema: db.Name, Definitions: defs, Schemas: reg, Consumer: orchestratorGroup,
+		ReplyTopic: topics.Replies, EventTopic: topics.Events, ScanInterval: 50 * time.Millisecond, Logger: logger,
+	})
+	require.NoError(t, err)
+	client := kafka.ClientConfig{Brokers: kafkatest.Brokers()}
+	pub, err := kafka.NewPublisher(kafka.PublisherConfig{ClientConfig: client, AutoCreateTopics: true})
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = pub.Close() })
+	sub, err := kafka.NewSubscriber(kafka.SubscriberConfig{ClientConfig: client, ConsumerGroup: orchestratorGroup,
+		MaxInFlightPerPartition: 64, CommitInterval: 100 * time.Millisecond})
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = sub.Close() })
+	mws, err := middleware.Standard(middleware.StackConfig{DeadLetterPublisher: pub, Schemas: reg})
+	require.NoError(t, err)
+	router, err := message.NewRouter(message.RouterConfig{CloseTimeout: 10 * time.Second}, watermill.NopLogger{})
+	require.NoError(t, err)
+	router.AddMiddleware(mws...)
+	for _, topic := range o.Topics() {
+		router.AddConsumerHandler("saga:"+topic, topic, sub, o.Handle)
+	}
+	background(t, "orchestrator", o.Run)
+	background(t, "orchestrator router", func(ctx context.Context) error {
+		done := make(chan error, 1)
+		go func() { done <- router.Run(ctx) }()
+		<-ctx.Done()
+		_ = router.Close()
+		return <-done
+	})
+
+	return groupPrefix, reg, logger
 }

@@ -15,7 +15,7 @@ import (
 
 // salesAPICommand serves the sales API until ctx ends, and keeps its
 // order-status read model up to date meanwhile.
-func salesAPICommand(ctx context.Context, fs *flag.FlagSet, args []string, c common, out io.Writer) error {
+func salesAPICommand(ctx context.Context, fs *flag.FlagSet, args []string, c *common, out io.Writer) error {
 	var addr, topic string
 	fs.StringVar(&addr, "addr", "127.0.0.1:8095", "address the HTTP API listens on")
 	fs.StringVar(&topic, "topic", DefaultTopics().SalesEvents, "topic of the sales events (the saga's trigger topic)")

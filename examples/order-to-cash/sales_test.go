@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"io"
 	"log/slog"
 	"net"
@@ -13,25 +12,16 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ThreeDotsLabs/watermill"
-	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/jackc/pgx/v5"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
-	"github.com/twmb/franz-go/pkg/kadm"
-	"github.com/twmb/franz-go/pkg/kerr"
-	"github.com/twmb/franz-go/pkg/kgo"
 
-	"github.com/vextrus/dtx/internal/relay"
 	"github.com/vextrus/dtx/internal/testkit/kafkatest"
 	"github.com/vextrus/dtx/internal/testkit/pgtest"
 	"github.com/vextrus/dtx/pkg/eventstore"
 	"github.com/vextrus/dtx/pkg/messaging"
 	"github.com/vextrus/dtx/pkg/messaging/idempotency"
-	"github.com/vextrus/dtx/pkg/messaging/kafka"
-	"github.com/vextrus/dtx/pkg/messaging/middleware"
 	"github.com/vextrus/dtx/pkg/saga"
-	"github.com/vextrus/dtx/pkg/saga/orchestrator"
 	"github.com/vextrus/dtx/schemas"
 )
 
@@ -318,65 +308,7 @@ func TestSalesAPIEndToEnd(t *testing.T) {
 		Delivery: kafkatest.NewTopic(t, 1), Sales: kafkatest.NewTopic(t, 1), Replies: kafkatest.NewTopic(t, 1),
 		Events: kafkatest.NewTopic(t, 1),
 	}
-	groupPrefix := topics.SalesEvents
-	orchestratorGroup := groupPrefix + "-orchestrator"
-	adm := kadm.NewClient(kafkatest.NewClient(t))
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		groups := []string{orchestratorGroup}
-		for _, s := range allServices() {
-			groups = append(groups, groupPrefix+"-"+s)
-		}
-		for _, g := range groups {
-			if _, err := adm.DeleteGroup(ctx, g); err != nil && !errors.Is(err, kerr.GroupIDNotFound) {
-				t.Logf("delete group %s: %v", g, err)
-			}
-		}
-	})
-	def, err := saga.LoadFile("sagas/order-to-cash.yaml")
-	require.NoError(t, err)
-	renameTopics(def, topics)
-	defs, err := saga.NewRegistry(def)
-	require.NoError(t, err)
-	reg, err := messaging.NewSchemaRegistry(messaging.SchemaRegistryConfig{FS: schemas.FS()})
-	require.NoError(t, err)
-	logger := slog.New(slog.DiscardHandler)
-
-	r, err := relay.New(db.Pool, []kgo.Opt{kgo.SeedBrokers(kafkatest.Brokers()...)},
-		relay.Config{Schema: db.Name, PollInterval: 100 * time.Millisecond, LeaseDuration: 2 * time.Second})
-	require.NoError(t, err)
-	background(t, "relay", r.Run)
-	o, err := orchestrator.New(db.Pool, orchestrator.Config{
-		Schema: db.Name, Definitions: defs, Schemas: reg, Consumer: orchestratorGroup,
-		ReplyTopic: topics.Replies, EventTopic: topics.Events, ScanInterval: 50 * time.Millisecond, Logger: logger,
-	})
-	require.NoError(t, err)
-	client := kafka.ClientConfig{Brokers: kafkatest.Brokers()}
-	pub, err := kafka.NewPublisher(kafka.PublisherConfig{ClientConfig: client, AutoCreateTopics: true})
-	require.NoError(t, err)
-	t.Cleanup(func() { _ = pub.Close() })
-	sub, err := kafka.NewSubscriber(kafka.SubscriberConfig{ClientConfig: client, ConsumerGroup: orchestratorGroup,
-		MaxInFlightPerPartition: 64, CommitInterval: 100 * time.Millisecond})
-	require.NoError(t, err)
-	t.Cleanup(func() { _ = sub.Close() })
-	mws, err := middleware.Standard(middleware.StackConfig{DeadLetterPublisher: pub, Schemas: reg})
-	require.NoError(t, err)
-	router, err := message.NewRouter(message.RouterConfig{CloseTimeout: 10 * time.Second}, watermill.NopLogger{})
-	require.NoError(t, err)
-	router.AddMiddleware(mws...)
-	for _, topic := range o.Topics() {
-		router.AddConsumerHandler("saga:"+topic, topic, sub, o.Handle)
-	}
-	background(t, "orchestrator", o.Run)
-	background(t, "orchestrator router", func(ctx context.Context) error {
-		done := make(chan error, 1)
-		go func() { done <- router.Run(ctx) }()
-		<-ctx.Done()
-		_ = router.Close()
-		return <-done
-	})
-
+	groupPrefix, reg, logger := startSagaSide(t, db, topics)
 	_, c := newTestSalesAPI(t, db, exampleSchema, topics.SalesEvents)
 	background(t, "services", func(ctx context.Context) error {
 		return RunServices(ctx, ServicesConfig{
