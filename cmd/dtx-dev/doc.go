@@ -2,11 +2,13 @@
 // used by scripts/deps.sh and is never part of a deployment: nothing in
 // production should start it, link it or depend on its behaviour.
 //
-// It has three subcommands:
+// It has these subcommands:
 //
 //	dtx-dev kafka [--addr 127.0.0.1:9092] [--data-dir DIR] [--partitions 1]
 //	dtx-dev wait kafka [--brokers host:port[,host:port]] [--timeout 90s]
 //	dtx-dev wait postgres [--url URL] [--timeout 60s]
+//	dtx-dev traces serve --file FILE [--addr 127.0.0.1:4318]
+//	dtx-dev traces show --file FILE --trace TRACE_ID
 //
 // # kafka
 //
@@ -30,6 +32,18 @@
 // "SELECT 1" succeeds over a new connection. Each exits 0 once the service
 // answers, and 1 with the last error when the timeout passes first. The
 // addresses default to DTX_KAFKA_BROKERS and DTX_DATABASE_URL.
+//
+// # traces
+//
+// "dtx-dev traces serve" is a minimal OpenTelemetry collector: an OTLP/HTTP
+// traces endpoint (POST /v1/traces; protobuf or JSON, gzip or not) that
+// appends every span it receives to a file, one JSON object per line, until
+// SIGINT or SIGTERM. Point the binaries at it with
+// OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:4318. "dtx-dev traces show"
+// prints one trace of that file as a tree of spans, each with its service,
+// kind and duration. `make demo` uses both to show one order's trace across
+// the processes. It keeps every span and has no limit: use a real collector
+// (and Jaeger, Tempo, ...) anywhere else.
 //
 // # Exit status
 //

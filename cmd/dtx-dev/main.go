@@ -20,6 +20,12 @@ Usage:
       Wait until a metadata request to the brokers succeeds.
   dtx-dev wait postgres [--url URL] [--timeout 60s]
       Wait until SELECT 1 succeeds on the database.
+  dtx-dev traces serve --file FILE [--addr 127.0.0.1:4318]
+      Receive OTLP/HTTP traces and append each span to FILE as a JSON line.
+  dtx-dev traces show --file FILE --trace TRACE_ID
+      Print one trace of FILE as a tree of spans, with their services.
+  dtx-dev records --topics T1,T2 --since TIME --header NAME [--brokers HOST:PORT,...]
+      Count the records of the topics written since TIME that lack header NAME; fail if any does.
 
 Run "dtx-dev COMMAND -h" for the flags of one command.
 `
@@ -54,6 +60,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		err = runKafka(ctx, args[1:], stdout, stderr)
 	case "wait":
 		err = runWait(ctx, args[1:], stdout, stderr)
+	case "records":
+		err = runRecords(ctx, args[1:], stdout, stderr)
+	case "traces":
+		err = runTraces(ctx, args[1:], stdout, stderr)
 	case "help", "-h", "-help", "--help":
 		fmt.Fprint(stdout, usage)
 		return exitOK

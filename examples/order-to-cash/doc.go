@@ -46,6 +46,19 @@
 //     sales participant confirms such orders through the aggregate
 //     (sales.order.confirmed appended to the order's stream); a cancelled
 //     order is never confirmed (the command is dead-lettered).
+//   - shop is a client of sales-api (--api): it places --orders orders with
+//     POST /orders (ok, declined, sold-out and undeliverable in turn), each
+//     with its own Idempotency-Key and a new sampled W3C trace, sends the
+//     first request again with the same key (the stored answer must come
+//     back, Idempotent-Replayed: true), reads every order with
+//     GET /orders/{id} until its saga has ended, prints them with their
+//     sagas' timelines and the first order's trace id, and exits 1 unless
+//     each ended as its scenario says (completed and confirmed, or
+//     compensated and cancelled).
+//
+// place, sales-api and shop follow the standard OTEL_* variables
+// (pkg/telemetry): place writes each transaction in a span, so its events
+// carry trace context, like everything sales-api writes.
 //
 // Every handler records what it did in the ledger table, in the
 // transaction of its effect, under a unique (service, saga, step, phase):

@@ -21,6 +21,7 @@ import (
 	"github.com/vextrus/dtx/internal/service"
 	"github.com/vextrus/dtx/pkg/messaging"
 	"github.com/vextrus/dtx/pkg/messaging/outbox"
+	"github.com/vextrus/dtx/pkg/telemetry"
 	"github.com/vextrus/dtx/schemas"
 )
 
@@ -31,6 +32,7 @@ Usage:
   example-o2c place --orders N [--decline-every K] [--fail-delivery-every M] [--sold-out-every L] [--per-tx T] [--run ID]
   example-o2c report [--wait 60s] [--run ID]
   example-o2c sales-api [--addr 127.0.0.1:8095] [--topic sales.events]
+  example-o2c shop [--api http://127.0.0.1:8095] [--orders 8] [--wait 60s]
 
 Each reads DTX_DATABASE_URL, DTX_SCHEMA (default dtx) and DTX_EXAMPLE_SCHEMA
 (default example_o2c); participants also DTX_KAFKA_BROKERS. Run a subcommand
@@ -62,6 +64,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return oneShot(ctx, "report", args[1:], stdout, stderr, reportCommand)
 	case "sales-api":
 		return oneShot(ctx, "sales-api", args[1:], stdout, stderr, salesAPICommand)
+	case "shop":
+		return oneShot(ctx, "shop", args[1:], stdout, stderr, shopCommand)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return 0
@@ -226,6 +230,16 @@ func placeCommand(ctx context.Context, fs *flag.FlagSet, args []string, c *commo
 	if err := p.validate(); err != nil {
 		return err
 	}
+	// Traces follow the standard OTEL_* variables (none unless set).
+	shutdownTracing, err := telemetry.Setup(ctx, telemetry.Config{ServiceName: "example-o2c-place"})
+	if err != nil {
+		return err
+	}
+	defer func() {
+		flush, done := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer done()
+		_ = shutdownTracing(flush)
+	}()
 	pool, st, err := c.connect(ctx)
 	if err != nil {
 		return err

@@ -10,6 +10,9 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/vextrus/dtx/pkg/messaging"
 	"github.com/vextrus/dtx/pkg/messaging/outbox"
@@ -157,7 +160,12 @@ func Place(ctx context.Context, pool *pgxpool.Pool, ob *outbox.Outbox, st store,
 			orders[i] = p.order(from + i)
 			ids[i] = orders[i].OrderID
 		}
-		if err := pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
+		// Each transaction is a span: the outbox writes its context with
+		// the rows, so every saga of the batch joins its trace.
+		txCtx, span := otel.Tracer("github.com/vextrus/dtx/examples/order-to-cash").Start(ctx, "place orders",
+			trace.WithAttributes(attribute.Int("orders", n)))
+		err := pgx.BeginFunc(txCtx, pool, func(tx pgx.Tx) error {
+			ctx := txCtx
 			// First: the events' keys, so that they leave in commit order.
 			if err := ob.Lock(ctx, tx, p.Topic, ids...); err != nil {
 				return err
@@ -182,7 +190,9 @@ func Place(ctx context.Context, pool *pgxpool.Pool, ob *outbox.Outbox, st store,
 				return fmt.Errorf("insert orders: %w", err)
 			}
 			return ob.WriteEnvelopes(ctx, tx, p.Topic, envs...)
-		}); err != nil {
+		})
+		span.End()
+		if err != nil {
 			return counts, fmt.Errorf("place orders %s..%s: %w", ids[0], ids[n-1], err)
 		}
 		for _, o := range orders {

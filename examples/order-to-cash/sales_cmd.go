@@ -11,6 +11,8 @@ import (
 	"net/http"
 	"sync"
 	"time"
+
+	"github.com/vextrus/dtx/pkg/telemetry"
 )
 
 // salesAPICommand serves the sales API until ctx ends, and keeps its
@@ -31,6 +33,19 @@ func salesAPICommand(ctx context.Context, fs *flag.FlagSet, args []string, c *co
 	}
 	defer pool.Close()
 	logger := slog.New(slog.NewTextHandler(out, nil))
+	// Traces follow the standard OTEL_* variables (none unless set); the
+	// spans still buffered are flushed when the API stops.
+	shutdownTracing, err := telemetry.Setup(ctx, telemetry.Config{ServiceName: "example-o2c-sales-api", Logger: logger})
+	if err != nil {
+		return err
+	}
+	defer func() {
+		flush, done := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer done()
+		if err := shutdownTracing(flush); err != nil {
+			logger.Warn("sales api: flush traces", "err", err)
+		}
+	}()
 	api, err := NewSalesAPI(SalesAPIConfig{Pool: pool, Schema: c.schema, ExampleSchema: c.exampleSchema,
 		SalesEventsTopic: topic, Logger: logger})
 	if err != nil {

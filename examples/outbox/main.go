@@ -16,9 +16,13 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/vextrus/dtx/pkg/messaging"
 	"github.com/vextrus/dtx/pkg/messaging/outbox"
+	"github.com/vextrus/dtx/pkg/telemetry"
 	dtxtopic "github.com/vextrus/dtx/pkg/topic"
 	"github.com/vextrus/dtx/schemas"
 )
@@ -50,6 +54,17 @@ func run(ctx context.Context) error {
 	if *orders < 1 || *perTx < 1 {
 		return errors.New("--orders and --per-tx must be at least 1")
 	}
+	// Traces follow the standard OTEL_* variables (none unless set): each
+	// transaction is a span, whose context the outbox writes with its rows.
+	shutdownTracing, err := telemetry.Setup(ctx, telemetry.Config{ServiceName: "example-outbox"})
+	if err != nil {
+		return err
+	}
+	defer func() {
+		flush, done := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer done()
+		_ = shutdownTracing(flush)
+	}()
 	schema := env("DTX_SCHEMA", "dtx")
 	brokers := strings.Split(env("DTX_KAFKA_BROKERS", "127.0.0.1:9092"), ",")
 
@@ -171,6 +186,9 @@ func consumeFromEnd(ctx context.Context, brokers []string, t string) (*kgo.Clien
 // placeOrders commits n orders in one transaction: the order rows and their
 // events, or neither.
 func placeOrders(ctx context.Context, pool *pgxpool.Pool, ob *outbox.Outbox, run string, from, n int) error {
+	ctx, span := otel.Tracer("github.com/vextrus/dtx/examples/outbox").Start(ctx, "place orders",
+		trace.WithAttributes(attribute.Int("orders", n)))
+	defer span.End()
 	return pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
 		envs := make([]messaging.Envelope, 0, n)
 		for i := from; i < from+n; i++ {

@@ -22,6 +22,11 @@
 //     version-2 sagas reach a replica that knows version 1 only, and wait
 //     there until it is replaced.
 //
+// One test is not a fault: an Order-to-Cash order placed with one HTTP
+// request to the real binaries (sales API, outbox-relay, orchestrator,
+// participants), each exporting its spans to an OTLP endpoint in the test,
+// is one trace with spans from every process, each parented in the trace.
+//
 // # What the verifier guarantees
 //
 // It reads the test's topic from the beginning until every committed row has

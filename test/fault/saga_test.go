@@ -47,10 +47,11 @@ type sagaRig struct {
 	prefix        string // of every topic
 	definitions   string // directory
 	brokers       string
+	extraEnv      []string // more KEY=value settings of every process
 }
 
 func (r *sagaRig) env(name string) []string {
-	return []string{
+	return append([]string{
 		"PATH=" + os.Getenv("PATH"),
 		"DTX_DATABASE_URL=" + pgtest.URL(),
 		"DTX_KAFKA_BROKERS=" + r.brokers,
@@ -60,7 +61,7 @@ func (r *sagaRig) env(name string) []string {
 		"DTX_LOG_FORMAT=json",
 		"DTX_DRAIN_TIMEOUT=15s",
 		"DTX_INSTANCE_ID=" + name,
-	}
+	}, r.extraEnv...)
 }
 
 // start runs binary with args and waits until its admin server listens.
