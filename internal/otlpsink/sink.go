@@ -49,6 +49,7 @@ type Sink struct {
 	spans []Span
 	w     io.Writer
 	err   error
+	reqs  int
 	seen  chan struct{} // closed and replaced whenever spans arrive
 }
 
@@ -125,6 +126,7 @@ func (s *Sink) add(spans []Span) error {
 		}
 	}
 	s.spans = append(s.spans, spans...)
+	s.reqs++
 	close(s.seen)
 	s.seen = make(chan struct{})
 	return nil
@@ -135,6 +137,13 @@ func (s *Sink) Err() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.err
+}
+
+// Requests returns how many export requests the sink has kept.
+func (s *Sink) Requests() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.reqs
 }
 
 // Spans returns a copy of every span received, in arrival order.

@@ -3,17 +3,14 @@ package service
 import (
 	"bytes"
 	"context"
-	"io"
-	"net/http"
 	"net/http/httptest"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
 	"go.opentelemetry.io/otel"
-	coltrace "go.opentelemetry.io/proto/otlp/collector/trace/v1"
-	"google.golang.org/protobuf/proto"
+
+	"github.com/vextrus/dtx/internal/otlpsink"
 )
 
 // A binary traces from the OTEL_* environment and exports its last spans
@@ -22,34 +19,8 @@ import (
 func TestBinaryExportsItsSpansWhenItDrains(t *testing.T) {
 	prevTP, prevProp := otel.GetTracerProvider(), otel.GetTextMapPropagator()
 	t.Cleanup(func() { otel.SetTracerProvider(prevTP); otel.SetTextMapPropagator(prevProp) })
-	var mu sync.Mutex
-	spans := map[string]string{} // span name -> service.name
-	collector := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		body, _ := io.ReadAll(r.Body)
-		var req coltrace.ExportTraceServiceRequest
-		if err := proto.Unmarshal(body, &req); err != nil {
-			http.Error(w, err.Error(), http.StatusBadRequest)
-			return
-		}
-		mu.Lock()
-		defer mu.Unlock()
-		for _, rs := range req.GetResourceSpans() {
-			service := ""
-			for _, a := range rs.GetResource().GetAttributes() {
-				if a.GetKey() == "service.name" {
-					service = a.GetValue().GetStringValue()
-				}
-			}
-			for _, ss := range rs.GetScopeSpans() {
-				for _, s := range ss.GetSpans() {
-					spans[s.GetName()] = service
-				}
-			}
-		}
-		out, _ := proto.Marshal(&coltrace.ExportTraceServiceResponse{})
-		w.Header().Set("Content-Type", "application/x-protobuf")
-		_, _ = w.Write(out)
-	}))
+	sink := otlpsink.New(nil)
+	collector := httptest.NewServer(sink)
 	t.Cleanup(collector.Close)
 	for _, name := range []string{"OTEL_TRACES_EXPORTER", "OTEL_SERVICE_NAME", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
 		"OTEL_EXPORTER_OTLP_PROTOCOL", "OTEL_TRACES_SAMPLER", "OTEL_RESOURCE_ATTRIBUTES"} {
@@ -72,9 +43,10 @@ func TestBinaryExportsItsSpansWhenItDrains(t *testing.T) {
 	<-traced
 	r.cancel() // the shutdown signal
 	require.Equal(t, ExitOK, r.wait(), r.logs.String())
-	mu.Lock()
-	defer mu.Unlock()
-	require.Equal(t, map[string]string{"work.item": "dtx-trace-test"}, spans, r.logs.String())
+	spans := sink.Spans()
+	require.Len(t, spans, 1, r.logs.String())
+	require.Equal(t, "work.item", spans[0].Name)
+	require.Equal(t, "dtx-trace-test", spans[0].Service)
 }
 
 // An OTEL_* value the binary cannot use stops it at start, exit 2, naming

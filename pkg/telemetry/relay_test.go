@@ -4,6 +4,7 @@ import (
 	"context"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -12,6 +13,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/vextrus/dtx/internal/otlpsink"
 	"github.com/vextrus/dtx/internal/relay"
 	"github.com/vextrus/dtx/internal/testkit/kafkatest"
 	"github.com/vextrus/dtx/internal/testkit/pgtest"
@@ -29,7 +31,7 @@ import (
 func TestTraceTravelsFromARequestThroughTheOutboxToKafka(t *testing.T) {
 	keepGlobals(t)
 	clearEnv(t)
-	rcv := &otlpReceiver{spans: map[string]string{}, spanIDs: map[string]string{}}
+	rcv := otlpsink.New(nil)
 	collector := httptest.NewServer(rcv)
 	t.Cleanup(collector.Close)
 	t.Setenv("OTEL_EXPORTER_OTLP_ENDPOINT", collector.URL)
@@ -108,8 +110,9 @@ func TestTraceTravelsFromARequestThroughTheOutboxToKafka(t *testing.T) {
 	flushCtx, flushCancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer flushCancel()
 	require.NoError(t, shutdown(flushCtx))
-	rcv.mu.Lock()
-	defer rcv.mu.Unlock()
-	require.Equal(t, "sales-api", rcv.spans["POST /orders"], "the server span is exported: %v", rcv.spans)
-	require.Equal(t, tp[2], rcv.spanIDs["POST /orders"], "the record's parent is the exported server span")
+	spans := rcv.Spans()
+	i := slices.IndexFunc(spans, func(s otlpsink.Span) bool { return s.Name == "POST /orders" })
+	require.GreaterOrEqual(t, i, 0, "the server span is exported: %v", names(spans))
+	require.Equal(t, "sales-api", spans[i].Service)
+	require.Equal(t, tp[2], spans[i].SpanID, "the record's parent is the exported server span")
 }

@@ -3,71 +3,36 @@ package telemetry_test
 import (
 	"bytes"
 	"context"
-	"encoding/hex"
 	"encoding/json"
 	"fmt"
-	"io"
 	"log/slog"
-	"net/http"
 	"net/http/httptest"
 	"os"
 	"os/exec"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
 	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/propagation"
-	coltrace "go.opentelemetry.io/proto/otlp/collector/trace/v1"
-	"google.golang.org/protobuf/proto"
 
+	"github.com/vextrus/dtx/internal/otlpsink"
 	"github.com/vextrus/dtx/pkg/telemetry"
 )
 
-// otlpReceiver is an OTLP/HTTP traces endpoint that keeps what it gets.
-type otlpReceiver struct {
-	mu       sync.Mutex
-	spans    map[string]string // span name -> service.name
-	spanIDs  map[string]string // span name -> span id (hex)
-	requests int
-}
-
-func (o *otlpReceiver) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	body, _ := io.ReadAll(r.Body)
-	var req coltrace.ExportTraceServiceRequest
-	if r.URL.Path != "/v1/traces" || proto.Unmarshal(body, &req) != nil {
-		http.Error(w, "bad request", http.StatusBadRequest)
-		return
+// names maps each span's name to its service.
+func names(spans []otlpsink.Span) map[string]string {
+	out := map[string]string{}
+	for _, s := range spans {
+		out[s.Name] = s.Service
 	}
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	o.requests++
-	for _, rs := range req.GetResourceSpans() {
-		service := ""
-		for _, a := range rs.GetResource().GetAttributes() {
-			if a.GetKey() == "service.name" {
-				service = a.GetValue().GetStringValue()
-			}
-		}
-		for _, ss := range rs.GetScopeSpans() {
-			for _, s := range ss.GetSpans() {
-				o.spans[s.GetName()] = service
-				if o.spanIDs != nil {
-					o.spanIDs[s.GetName()] = hex.EncodeToString(s.GetSpanId())
-				}
-			}
-		}
-	}
-	w.Header().Set("Content-Type", "application/x-protobuf")
-	out, _ := proto.Marshal(&coltrace.ExportTraceServiceResponse{})
-	_, _ = w.Write(out)
+	return out
 }
 
 func TestSpansReachAnOTLPEndpointOnShutdown(t *testing.T) {
 	keepGlobals(t)
 	clearEnv(t)
-	rcv := &otlpReceiver{spans: map[string]string{}}
+	rcv := otlpsink.New(nil)
 	srv := httptest.NewServer(rcv)
 	t.Cleanup(srv.Close)
 	t.Setenv("OTEL_TRACES_EXPORTER", "")
@@ -84,9 +49,7 @@ func TestSpansReachAnOTLPEndpointOnShutdown(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	require.NoError(t, shutdown(ctx), "shutdown flushes")
-	rcv.mu.Lock()
-	defer rcv.mu.Unlock()
-	require.Equal(t, map[string]string{"invoice.create": "billing"}, rcv.spans)
+	require.Equal(t, map[string]string{"invoice.create": "billing"}, names(rcv.Spans()))
 	require.NoError(t, shutdown(ctx), "a second shutdown does nothing")
 }
 
@@ -227,7 +190,7 @@ func consoleChild() int {
 func TestNoneExportsNothing(t *testing.T) {
 	keepGlobals(t)
 	clearEnv(t)
-	rcv := &otlpReceiver{spans: map[string]string{}}
+	rcv := otlpsink.New(nil)
 	srv := httptest.NewServer(rcv)
 	t.Cleanup(srv.Close)
 	t.Setenv("OTEL_TRACES_EXPORTER", "none")
@@ -239,10 +202,8 @@ func TestNoneExportsNothing(t *testing.T) {
 	require.False(t, span.IsRecording(), "no span is recorded")
 	span.End()
 	require.NoError(t, shutdown(t.Context()))
-	rcv.mu.Lock()
-	defer rcv.mu.Unlock()
-	require.Empty(t, rcv.spans)
-	require.Zero(t, rcv.requests)
+	require.Empty(t, rcv.Spans())
+	require.Zero(t, rcv.Requests())
 }
 
 // otelVars are the variables these tests set; clearEnv empties them so
