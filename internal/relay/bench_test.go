@@ -10,6 +10,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/vextrus/dtx/internal/relay"
 	"github.com/vextrus/dtx/internal/testkit/kafkatest"
@@ -52,8 +53,15 @@ func BenchmarkRelay(b *testing.B) {
 
 func runRelayOnce(b *testing.B, f *fixture, last txlog.Position) time.Duration {
 	b.Helper()
+	return runRelayWith(b, f, last, nil)
+}
+
+// runRelayWith runs a relay with tp (nil: the global provider) until its
+// checkpoint reaches last, and returns how long it took.
+func runRelayWith(b *testing.B, f *fixture, last txlog.Position, tp trace.TracerProvider) time.Duration {
+	b.Helper()
 	r, err := relay.New(f.schema.Pool, []kgo.Opt{kgo.SeedBrokers(kafkatest.Brokers()...)}, relay.Config{
-		Schema: f.schema.Name, Holder: "bench", LeaseDuration: 5 * time.Second,
+		Schema: f.schema.Name, Holder: "bench", LeaseDuration: 5 * time.Second, TracerProvider: tp,
 	})
 	require.NoError(b, err)
 	ctx, cancel := context.WithCancel(context.Background())

@@ -11,6 +11,8 @@ import (
 	"unicode/utf8"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/vextrus/dtx/internal/txlog"
 	"github.com/vextrus/dtx/pkg/migrate"
@@ -109,6 +111,13 @@ type Config struct {
 	// txlog.Collector of the outbox log. Defaults to none: metrics are kept
 	// but not exported.
 	Registerer prometheus.Registerer
+
+	// TracerProvider records a PRODUCER span "publish <topic>" for each row
+	// whose headers carry a sampled W3C trace context (see the package
+	// docs). Defaults to the global provider, otel.GetTracerProvider(); with
+	// a no-op provider (go.opentelemetry.io/otel/trace/noop) the relay does
+	// no span work at all.
+	TracerProvider trace.TracerProvider
 }
 
 func (c *Config) setDefaults() {
@@ -147,6 +156,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	if c.TracerProvider == nil {
+		c.TracerProvider = otel.GetTracerProvider()
 	}
 }
 

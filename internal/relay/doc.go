@@ -124,6 +124,36 @@
 // of the outbox log (dtx_txlog_reader_lag_rows, _lag_seconds,
 // dtx_txlog_oldest_open_tx_seconds).
 //
+// # Tracing
+//
+// A row whose headers carry a sampled W3C trace context
+// (messaging.HeaderTraceParent, "ce_traceparent", with the sampled flag set,
+// and messaging.HeaderTraceState) is published in a PRODUCER span named
+// "publish <topic>", recorded with Config.TracerProvider (the global
+// provider by default) under the instrumentation scope ScopeName. Its parent
+// is the row's trace context, the span of the code that wrote the row; it
+// starts when the record is handed to the Kafka client and ends at the
+// broker's answer. It follows the OpenTelemetry semantic conventions for
+// messaging (v1.43.0): messaging.system "kafka", messaging.operation.type
+// "send", messaging.operation.name "publish", messaging.destination.name,
+// messaging.message.id (ce_id) and messaging.message.body.size, and when
+// set messaging.kafka.message.key; once acknowledged,
+// messaging.destination.partition.id and messaging.kafka.offset. A record
+// that fails ends its span with the error recorded, status Error and
+// error.type (the Kafka error's name, "timeout", or the error's Go type), whatever the relay
+// then does with the row (produce it again, hold its topic, reject it):
+// each attempt to produce a row is a span of its own.
+//
+// The record's headers stay the row's: the relay does not write its span
+// into ce_traceparent, so consumers remain children of the writer's span,
+// and the relay's span is their sibling. Rows without a traceparent, or
+// with one whose sampled flag is clear, cost a look at the headers and the
+// flags, nothing more: no parsing, no span. With a no-op TracerProvider
+// (go.opentelemetry.io/otel/trace/noop) the relay does not look at all;
+// with the global provider while no SDK is installed (outbox-relay without
+// a trace exporter), a row with a sampled traceparent costs parsing it and
+// a non-recording span, dropped at once.
+//
 // # How it fails
 //
 //   - PostgreSQL down: reads, checkpoints and renewals fail; the relay

@@ -12,6 +12,7 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/vextrus/dtx/internal/txlog"
 )
@@ -231,7 +232,9 @@ func unsorted(err error) error {
 // produce produces recs (nil entries are skipped) and returns each one's
 // error once the broker answered for all, or the produce timeout passed
 // (context.DeadlineExceeded). When ctx is done it waits at most the produce
-// timeout more; records still unanswered then count as failed.
+// timeout more; records still unanswered then count as failed. A record
+// whose headers carry a sampled trace context is produced in a span (see
+// startSpan), ended by its answer.
 func (r *Relay) produce(ctx context.Context, cl *kgo.Client, rows []txlog.Row[row], recs []*kgo.Record) []error {
 	var (
 		mu       sync.Mutex
@@ -263,7 +266,14 @@ func (r *Relay) produce(ctx context.Context, cl *kgo.Client, rows []txlog.Row[ro
 		// franz-go keeps a record's Context once set, and fails the record
 		// when it is done: a record produced again needs this call's.
 		rec.Context = pctx
+		var span trace.Span
+		if r.tracer != nil {
+			span = r.startSpan(pctx, rec)
+		}
 		cl.Produce(pctx, rec, func(_ *kgo.Record, err error) {
+			if span != nil {
+				endSpan(span, rec, err)
+			}
 			if err == nil {
 				r.m.published.Inc()
 				r.m.commitToAck.Observe(max(time.Since(created).Seconds(), 0))

@@ -10,6 +10,7 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/vextrus/dtx/internal/txlog"
 	"github.com/vextrus/dtx/internal/wait"
@@ -37,6 +38,7 @@ type Relay struct {
 	reader *txlog.Reader[row]
 	pruner *txlog.Pruner
 	m      *metrics
+	tracer trace.Tracer // nil: no spans (see trace.go)
 
 	running atomic.Bool
 	// clientStale is set when the broker answered a record with an error
@@ -112,7 +114,8 @@ func New(pool *pgxpool.Pool, kopts []kgo.Opt, cfg Config) (*Relay, error) {
 	opts = append(opts, kopts...)
 	opts = append(opts, kgo.RecordPartitioner(kgo.StickyKeyPartitioner(nil)), kgo.RequiredAcks(kgo.AllISRAcks()),
 		kgo.RecordDeliveryTimeout(0), kgo.AllowIdempotentProduceCancellation())
-	return &Relay{pool: pool, kopts: opts, cfg: cfg, q: q, reader: reader, pruner: pruner, m: m}, nil
+	return &Relay{pool: pool, kopts: opts, cfg: cfg, q: q, reader: reader, pruner: pruner, m: m,
+		tracer: newTracer(cfg.TracerProvider)}, nil
 }
 
 // Run publishes until ctx is done, then drains: it finishes the batch in
