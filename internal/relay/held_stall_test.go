@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -60,7 +61,13 @@ func TestHeldTopicInSmallTransactions(t *testing.T) {
 	}, waitFor, 20*time.Millisecond, "the held rows are retried")
 	require.ErrorContains(t, rr.relay.Health(), fmt.Sprintf("topic %q held", missing))
 	require.ErrorContains(t, rr.relay.Health(), "UNKNOWN_TOPIC_OR_PARTITION")
-	require.NotContains(t, rr.logs.String(), "reason=timeout", "no retry ran out of time")
+	// No retry ran out of time (the first produce may, on a loaded machine,
+	// before the client gives up looking the topic up: it is no retry).
+	for line := range strings.SplitSeq(rr.logs.String(), "\n") {
+		if strings.Contains(line, "publishing its held rows failed") {
+			require.NotContains(t, line, "reason=timeout", "no retry ran out of time")
+		}
+	}
 
 	createTopicLater(t, missing, 2)
 	requireInOrder(t, newConsumer(t, missing).until(t, len(wantM)), wantM, "the held topic")

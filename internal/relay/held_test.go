@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"os"
 	"os/exec"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -55,10 +56,16 @@ func TestMissingTopicDoesNotBlockOthers(t *testing.T) {
 		return rr.metricLabel(t, "dtx_relay_publish_retries_total", "topic", missing) >= 1
 	}, waitFor, 20*time.Millisecond, "the missing topic's rows are retried")
 	require.Contains(t, rr.logs.String(), "topic="+missing)
-	require.Contains(t, rr.logs.String(), "reason=UNKNOWN_TOPIC_OR_PARTITION")
-	health := rr.relay.Health()
+	// The first produce may run out of its timeout before the client gives
+	// up looking the topic up (a loaded machine): it is held as "timeout",
+	// and its retry, which asks the broker first, names the topic's fault.
+	require.Regexp(t, "reason=(UNKNOWN_TOPIC_OR_PARTITION|timeout)", rr.logs.String())
+	var health error
+	require.Eventually(t, func() bool {
+		health = rr.relay.Health()
+		return health != nil && strings.Contains(health.Error(), "UNKNOWN_TOPIC_OR_PARTITION")
+	}, waitFor, 20*time.Millisecond, "the relay's health names the topic's fault")
 	require.ErrorContains(t, health, fmt.Sprintf("topic %q held", missing), "the relay's health names the held topic")
-	require.ErrorContains(t, health, "UNKNOWN_TOPIC_OR_PARTITION")
 	require.NotContains(t, health.Error(), f.topic)
 	require.InDelta(t, 2, rr.metricGauge(t, "dtx_relay_topic_held", "topic", missing), 0, "two rows held")
 	var rejected int
