@@ -16,7 +16,16 @@
 //     middleware stack (dead letters to "<topic>.dlq"). It creates the
 //     saga's topics and the services' tables (schema example_o2c) if they
 //     do not exist and seeds the stock. --only runs some of them, --slow
-//     delays every command.
+//     delays every command. Sales also consumes the orchestrator's
+//     lifecycle events (dtx.saga.events, consumer group
+//     "example-o2c-sales-outcomes"), choreography after the orchestration:
+//     when an order-to-cash saga compensated (dtx.saga.compensated), it
+//     cancels the order through the aggregate, appending
+//     sales.order.cancelled with the saga's reason to the order's stream in
+//     one transaction, with the event's correlation and trace. A
+//     redelivered event appends nothing; an order without stream (placed
+//     by place) is left as it is; a confirmed order is refused
+//     (dead-lettered and logged). Other lifecycle events are ignored.
 //   - place places orders: each transaction inserts orders and writes their
 //     sales.order.placed events to the outbox. Every --sold-out-every,
 //     --decline-every and --fail-delivery-every-th order fails at the
@@ -44,8 +53,10 @@
 //     (pkg/projection) of the aggregate's events that the subcommand keeps
 //     up to date, and the saga with its timeline (orchestrator.Show). The
 //     sales participant confirms such orders through the aggregate
-//     (sales.order.confirmed appended to the order's stream); a cancelled
-//     order is never confirmed (the command is dead-lettered).
+//     (sales.order.confirmed appended to the order's stream) and cancels
+//     them when their saga compensated, so GET shows a compensated order
+//     as cancelled; a cancelled order is never confirmed (the command is
+//     dead-lettered).
 //   - shop is a client of sales-api (--api): it places --orders orders with
 //     POST /orders (ok, declined, sold-out and undeliverable in turn), each
 //     with its own Idempotency-Key and a new sampled W3C trace, sends the

@@ -134,7 +134,7 @@ func startSagaSide(t *testing.T, db *pgtest.Schema, topics Topics) (groupPrefix 
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
 		groups := []string{orchestratorGroup}
-		for _, s := range allServices() {
+		for _, s := range append(allServices(), salesOutcomes) {
 			groups = append(groups, groupPrefix+"-"+s)
 		}
 		for _, g := range groups {

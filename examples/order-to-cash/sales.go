@@ -12,7 +12,8 @@ import (
 // The sales order's event types. OrderPlaced is the saga's trigger
 // (sagas/order-to-cash.yaml), with the payload of schemas
 // sales.order.placed.v1; OrderConfirmed is what the sales participant
-// replies to sales.order.confirm.
+// replies to sales.order.confirm; OrderCancelled is what sales appends when
+// the order's saga compensated.
 const (
 	EventOrderPlaced    = "sales.order.placed"
 	EventOrderConfirmed = "sales.order.confirmed"
@@ -75,6 +76,16 @@ type PlaceOrder struct {
 
 // PartitionKey makes the order id the command's key (cqrs.Keyed).
 func (c PlaceOrder) PartitionKey() string { return c.OrderID }
+
+// CancelOrder is the Order aggregate's command to cancel an order, which
+// sales handles when the order's saga compensated (see orderOutcomes): it
+// appends OrderCancelled, decided by DecideCancel.
+type CancelOrder struct {
+	// OrderID is the order to cancel: the id of its stream and its saga.
+	OrderID string
+	// Reason says why, e.g. why the saga compensated; optional.
+	Reason string
+}
 
 // OrderState is the Order aggregate's state, rebuilt from its events.
 type OrderState struct {

@@ -222,15 +222,15 @@ type orderEventStore = postgres.Store
 
 // newOrderEvents is the event store of the Order aggregate, in schema:
 // orders' events go to topic, the saga's trigger topic, through the outbox.
-// Their data are checked against their schemas as the outbox writes them;
-// sales.order.cancelled has none yet and passes unchecked.
+// Every event type of the aggregate has a schema, which the outbox checks
+// its data against as it writes them: an event without one is refused.
 func newOrderEvents(pool *pgxpool.Pool, schema, topic string) (*postgres.Store, error) {
-	lenient, err := messaging.NewSchemaRegistry(messaging.SchemaRegistryConfig{FS: schemas.FS(), UnknownTypes: messaging.AllowUnknownTypes})
+	strict, err := messaging.NewSchemaRegistry(messaging.SchemaRegistryConfig{FS: schemas.FS()})
 	if err != nil {
 		return nil, err
 	}
 	return postgres.New(pool, postgres.Config{
-		Schema: schema, Source: salesSource, Registry: lenient,
+		Schema: schema, Source: salesSource, Registry: strict,
 		TopicFunc: func(streamType string) string {
 			if streamType == OrderStreamType {
 				return topic

@@ -50,7 +50,8 @@ type Topics struct {
 	// Replies is where participants reply (the orchestrator's reply topic);
 	// commands name it in ce_sagareplyto. Defaults to saga.DefaultReplyTopic.
 	Replies string
-	// Events is the orchestrator's lifecycle event topic. Defaults to
+	// Events is the orchestrator's lifecycle event topic, which sales
+	// consumes to cancel the orders of compensated sagas. Defaults to
 	// saga.DefaultEventTopic.
 	Events string
 }
@@ -109,7 +110,8 @@ type ServicesConfig struct {
 	// Topics are the saga's topics. Zero fields default as DefaultTopics.
 	Topics Topics
 	// GroupPrefix starts each service's consumer group:
-	// "<GroupPrefix>-<service>". Defaults to "example-o2c".
+	// "<GroupPrefix>-<service>", and sales's consumer of the lifecycle
+	// events, "<GroupPrefix>-sales-outcomes". Defaults to "example-o2c".
 	GroupPrefix string
 	// Only lists the services to run. Defaults to all four.
 	Only []string
@@ -182,7 +184,10 @@ func (c *ServicesConfig) validate() error {
 
 // RunServices runs the services of cfg.Only until ctx ends, then drains:
 // it stops consuming, waits for the commands in flight and returns nil. It
-// creates the example's tables first if they do not exist.
+// creates the example's tables first if they do not exist. With sales, it
+// also consumes the saga lifecycle events (cfg.Topics.Events, consumer group
+// "<GroupPrefix>-sales-outcomes") and cancels the order of every
+// order-to-cash saga that compensated.
 func RunServices(ctx context.Context, cfg ServicesConfig) error {
 	cfg.setDefaults()
 	if err := cfg.validate(); err != nil {
@@ -245,6 +250,21 @@ func RunServices(ctx context.Context, cfg ServicesConfig) error {
 			handle = slowly(cfg.Slow, handle)
 		}
 		router.AddConsumerHandler("example-o2c-"+name, cfg.Topics.commands(name), sub, handle)
+	}
+	if slices.Contains(cfg.Only, serviceSales) {
+		// Choreography after the orchestration: sales cancels the order of
+		// a compensated saga, in a consumer group of its own.
+		sub, err := kafka.NewSubscriber(kafka.SubscriberConfig{
+			ClientConfig:            client,
+			ConsumerGroup:           cfg.GroupPrefix + "-" + salesOutcomes,
+			MaxInFlightPerPartition: 8,
+		})
+		if err != nil {
+			return err
+		}
+		defer func() { _ = sub.Close() }()
+		outcomes := orderOutcomes{pool: cfg.Pool, events: orders, logger: cfg.Logger, now: time.Now}
+		router.AddConsumerHandler("example-o2c-"+salesOutcomes, cfg.Topics.Events, sub, outcomes.Handle)
 	}
 	cfg.Logger.InfoContext(ctx, "order-to-cash services: running", "services", cfg.Only,
 		"schema", cfg.Schema, "example_schema", cfg.ExampleSchema, "slow", cfg.Slow.String())
