@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"strings"
 	"sync"
 	"time"
 
@@ -68,6 +69,12 @@ type settings struct {
 	session      time.Duration
 	operatorAddr string
 	tokenFile    string
+	retention    string // --finished-retention: a duration or "off"
+
+	// finishedRetention and keepFinished are --finished-retention parsed by
+	// validate.
+	finishedRetention time.Duration
+	keepFinished      bool
 
 	// operatorAuth is the operator API's authenticator, built by validate
 	// when operatorAddr is set.
@@ -101,6 +108,10 @@ func (st *settings) flags(s *service.Settings) {
 		"[host]:port of the operator API (/sagas); empty: off. Without --operator-token-file it must be a loopback address (e.g. 127.0.0.1:8084) and the API is read-only")
 	fs.StringVar(&st.tokenFile, "operator-token-file", "",
 		"file of the operator API's bearer tokens, one a line, \"name:token\" to record the name as who operated (tokens of 16 bytes or more; # comments)")
+	fs.StringVar(&st.retention, "finished-retention", orchestrator.DefaultFinishedRetention.String(),
+		fmt.Sprintf("how long a finished saga (completed, compensated, failed) is kept after its last update; then it is deleted with its timeline "+
+			"(running and compensating sagas never are). At least %s, the inbox's retention; \"off\" keeps finished sagas forever (0 and negative values are refused)",
+			orchestrator.DefaultInboxRetention))
 	fs.IntVar(&st.inFlight, "in-flight-per-partition", 64,
 		"messages of one partition handled at once, so that one transaction takes many (1..10000); a saga's own messages are serialised by its lock")
 }
@@ -131,10 +142,33 @@ func (st *settings) validate() error {
 	if st.session < 6*time.Second || st.session > 5*time.Minute {
 		bad("session-timeout", "%s is outside 6s..5m", st.session)
 	}
+	if err := st.parseRetention(); err != nil {
+		bad("finished-retention", "%v", err)
+	}
 	if err := st.operator(); err != nil {
 		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
+}
+
+// parseRetention reads --finished-retention: a duration of at least the
+// inbox's retention, or "off".
+func (st *settings) parseRetention() error {
+	if strings.EqualFold(strings.TrimSpace(st.retention), "off") {
+		st.finishedRetention, st.keepFinished = 0, true
+		return nil
+	}
+	d, err := time.ParseDuration(strings.TrimSpace(st.retention))
+	switch {
+	case err != nil:
+		return fmt.Errorf("%q is not a duration (such as 720h) nor \"off\"", st.retention)
+	case d <= 0:
+		return fmt.Errorf("%s is not positive: \"off\" keeps finished sagas forever", d)
+	case d < orchestrator.DefaultInboxRetention:
+		return fmt.Errorf("%s is shorter than the inbox's retention (%s): a redelivered trigger could start a pruned saga again", d, orchestrator.DefaultInboxRetention)
+	}
+	st.finishedRetention, st.keepFinished = d, false
+	return nil
 }
 
 // operator checks the operator API's settings and builds its authenticator:
@@ -263,6 +297,9 @@ func (st *settings) run(ctx context.Context, env *service.Env) error {
 		ScanInterval: st.scanInterval,
 		Logger:       env.Logger,
 		Registerer:   env.Registry,
+
+		FinishedRetention: st.finishedRetention,
+		DisablePruning:    st.keepFinished,
 	})
 	if err != nil {
 		return err

@@ -8,6 +8,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/vextrus/dtx/internal/sweep"
 	"github.com/vextrus/dtx/pkg/messaging"
 	"github.com/vextrus/dtx/pkg/migrate"
 	"github.com/vextrus/dtx/pkg/saga"
@@ -30,6 +31,12 @@ const (
 	DefaultClaimDuration  = 30 * time.Second
 	MinClaimDuration      = time.Second
 	DefaultInboxRetention = 7 * 24 * time.Hour
+	// DefaultFinishedRetention is how long a finished saga is kept when
+	// Config.FinishedRetention is zero.
+	DefaultFinishedRetention = 30 * 24 * time.Hour
+	// MinFinishedRetention is the shortest Config.FinishedRetention
+	// accepted; it must also be at least Config.InboxRetention.
+	MinFinishedRetention = time.Hour
 )
 
 // Config configures an Orchestrator.
@@ -97,6 +104,28 @@ type Config struct {
 	// deduplication. Defaults to 7 days; at least 1h.
 	InboxRetention time.Duration
 
+	// FinishedRetention is how long a finished saga (completed, compensated
+	// or failed) is kept after its last update; then Run's pruner deletes it
+	// with its timeline. Running and compensating sagas are never deleted.
+	// Defaults to 30 days (DefaultFinishedRetention), or InboxRetention if
+	// that is longer; at least 1h and at least InboxRetention, so that a
+	// trigger redelivered while its message id is still remembered never
+	// starts a pruned saga again. A negative value is refused: set
+	// DisablePruning to keep finished sagas forever.
+	FinishedRetention time.Duration
+
+	// DisablePruning keeps finished sagas forever: Run prunes nothing. Then
+	// FinishedRetention must be left zero. Defaults to false.
+	DisablePruning bool
+
+	// PruneInterval is the pause between two prunes of Run. Defaults to 1
+	// minute; between 1s and 24h.
+	PruneInterval time.Duration
+
+	// PruneBatchSize is the most sagas one prune transaction deletes (with
+	// their timelines). Defaults to 1000; between 1 and 100000.
+	PruneBatchSize int
+
 	// Logger receives the orchestrator's logs. Defaults to slog.Default().
 	Logger *slog.Logger
 
@@ -138,6 +167,10 @@ func (c *Config) setDefaults() {
 	if c.InboxRetention == 0 {
 		c.InboxRetention = DefaultInboxRetention
 	}
+	if c.FinishedRetention == 0 && !c.DisablePruning {
+		c.FinishedRetention = max(DefaultFinishedRetention, c.InboxRetention)
+	}
+	sweep.SetDefaults(&c.PruneInterval, &c.PruneBatchSize)
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
@@ -169,6 +202,18 @@ func (c *Config) validate() error {
 	if c.InboxRetention < time.Hour {
 		bad("InboxRetention", "%s is below 1h", c.InboxRetention)
 	}
+	switch {
+	case c.DisablePruning && c.FinishedRetention != 0:
+		bad("FinishedRetention", "%s is set but DisablePruning is true: leave it zero to keep finished sagas forever", c.FinishedRetention)
+	case c.DisablePruning:
+	case c.FinishedRetention < 0:
+		bad("FinishedRetention", "%s is negative: set DisablePruning to keep finished sagas forever", c.FinishedRetention)
+	case c.FinishedRetention < MinFinishedRetention:
+		bad("FinishedRetention", "%s is below %s", c.FinishedRetention, MinFinishedRetention)
+	case c.FinishedRetention < c.InboxRetention:
+		bad("FinishedRetention", "%s is shorter than InboxRetention (%s): a redelivered trigger could start a pruned saga again", c.FinishedRetention, c.InboxRetention)
+	}
+	errs = append(errs, sweep.Validate("orchestrator: Config.", "PruneInterval", "PruneBatchSize", c.PruneInterval, c.PruneBatchSize)...)
 	for _, t := range []struct{ field, topic string }{{"ReplyTopic", c.ReplyTopic}, {"EventTopic", c.EventTopic}} {
 		if len(t.topic) > 249 {
 			bad(t.field, "%d bytes, at most 249", len(t.topic))

@@ -55,6 +55,14 @@
 //     due time ahead by Config.ClaimDuration (the claim) and ticks them; the
 //     tick writes the saga's real next due time. A replica that dies holding
 //     a claim leaves it to expire, and another replica ticks the saga.
+//   - Finished sagas are pruned (docs/operations.md#retention-of-finished-sagas).
+//     Run deletes a completed, compensated or failed saga with its
+//     timeline, in one transaction, once its last update is older than
+//     Config.FinishedRetention (30 days by default; Config.DisablePruning
+//     keeps them forever), counted by dtx_saga_pruned_total. A running or
+//     compensating saga is never deleted, nor one that another transaction
+//     holds at that moment (see Prune). A pruned saga is unknown from then
+//     on: Show returns ErrUnknownSaga and a late reply is dead-lettered.
 //   - Several replicas. Consumers of a group share partitions; a saga's
 //     advisory lock serialises whatever touches it, from any replica
 //     (messages, ticks, operators), so no transition is applied twice.

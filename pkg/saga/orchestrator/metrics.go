@@ -16,6 +16,7 @@ type metrics struct {
 	batchSize prometheus.Histogram
 	ticks     prometheus.Counter
 	refused   *prometheus.CounterVec
+	pruned    prometheus.Counter
 	instances *prometheus.Desc
 }
 
@@ -43,13 +44,17 @@ func newMetrics(o *Orchestrator) *metrics {
 			Name: "dtx_saga_commands_refused_total",
 			Help: "Commands that could not be written (too_large for the outbox, schema, invalid), by definition and reason; each parked its saga as failed.",
 		}, []string{"definition", "reason"}),
+		pruned: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "dtx_saga_pruned_total",
+			Help: "Finished sagas (completed, compensated, failed) deleted with their timelines once older than the retention.",
+		}),
 		instances: prometheus.NewDesc("dtx_saga_instances",
 			"Sagas by definition and status, counted at each scrape.", []string{"definition", "status"}, nil),
 	}
 }
 
 func (m *metrics) register(reg prometheus.Registerer) error {
-	for _, c := range []prometheus.Collector{m.messages, m.events, m.batchSize, m.ticks, m.refused, m} {
+	for _, c := range []prometheus.Collector{m.messages, m.events, m.batchSize, m.ticks, m.refused, m.pruned, m} {
 		if err := reg.Register(c); err != nil {
 			return err
 		}

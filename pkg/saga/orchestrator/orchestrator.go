@@ -13,6 +13,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/vextrus/dtx/internal/sqlfile"
+	"github.com/vextrus/dtx/internal/sweep"
 	"github.com/vextrus/dtx/pkg/messaging/inbox"
 	"github.com/vextrus/dtx/pkg/messaging/outbox"
 	"github.com/vextrus/dtx/pkg/saga"
@@ -36,6 +37,7 @@ var ErrUnknownDefinition = errors.New("orchestrator: unknown saga definition")
 
 type queries struct {
 	lock, seen, inbox, load, save, history, outbox, claim, list, show, timeline, counts string
+	pruneCandidates, prune                                                              string
 }
 
 func loadQueries(schema string) (queries, error) {
@@ -44,7 +46,7 @@ func loadQueries(schema string) (queries, error) {
 		lock: l.Load("lock.sql"), seen: l.Load("seen.sql"), inbox: l.Load("inbox.sql"), load: l.Load("load.sql"),
 		save: l.Load("save.sql"), history: l.Load("history.sql"), outbox: l.Load("outbox.sql"), claim: l.Load("claim.sql"),
 		list: l.Load("list.sql"), show: l.Load("show.sql"), timeline: l.Load("timeline.sql"),
-		counts: l.Load("counts.sql"),
+		counts: l.Load("counts.sql"), pruneCandidates: l.Load("prune_candidates.sql"), prune: l.Load("prune.sql"),
 	}
 	return q, l.Err()
 }
@@ -57,6 +59,9 @@ type Orchestrator struct {
 	ob    *outbox.Outbox
 	inbox *inbox.Inbox
 	m     *metrics
+	// pruner deletes finished sagas past their retention; nil when
+	// pruning is disabled.
+	pruner *sweep.Sweeper
 
 	queue chan *item
 	warns warnLimiter // rate-limits Handle's warnings
@@ -100,6 +105,7 @@ func New(pool *pgxpool.Pool, cfg Config) (*Orchestrator, error) {
 		stopped: make(chan struct{}),
 	}
 	o.m = newMetrics(o)
+	o.pruner = o.newPruner()
 	if cfg.Registerer != nil {
 		if err := o.m.register(cfg.Registerer); err != nil {
 			return nil, fmt.Errorf("orchestrator: register metrics: %w", err)
@@ -125,8 +131,8 @@ func (o *Orchestrator) Topics() []string {
 	return topics
 }
 
-// Run handles what Handle queues and fires due sagas (the scheduler), and
-// sweeps the inbox, until ctx ends. A batch in flight when ctx ends is
+// Run handles what Handle queues and fires due sagas (the scheduler), sweeps
+// the inbox and prunes finished sagas (see Prune), until ctx ends. A batch in flight when ctx ends is
 // finished (its transaction commits or rolls back) before Run returns. Run
 // may be called once.
 func (o *Orchestrator) Run(ctx context.Context) error {
@@ -149,6 +155,7 @@ func (o *Orchestrator) Run(ctx context.Context) error {
 			o.cfg.Logger.ErrorContext(ctx, "orchestrator: inbox sweeper stopped", "err", err)
 		}
 	})
+	wg.Go(func() { o.prune(ctx) })
 	wg.Wait()
 	o.failQueued()
 	return nil
