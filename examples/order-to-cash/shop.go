@@ -183,7 +183,8 @@ func Shop(ctx context.Context, p ShopParams, progress io.Writer) (ShopResult, er
 	return res, nil
 }
 
-// Print writes the orders as a table, with each saga's timeline.
+// Print writes the orders as a table, with each saga's timeline: every
+// answer of a step, in order ("undo" marks a compensation).
 func (r ShopResult) Print(w io.Writer) {
 	tw := tabwriter.NewWriter(w, 2, 8, 2, ' ', 0)
 	fmt.Fprintln(tw, "order\tscenario\torder status\tsaga\ttimeline")
@@ -193,12 +194,16 @@ func (r ShopResult) Print(w io.Writer) {
 			sagaStatus = string(s.Status)
 			var steps []string
 			for _, e := range s.Timeline {
-				if e.Step == "" {
-					continue
+				if e.Step == "" || e.Outcome == "sent" {
+					continue // the answers tell the story
 				}
-				steps = append(steps, e.Step+" "+strings.TrimSpace(e.Phase+" "+e.Outcome))
+				entry := e.Step + " " + e.Outcome
+				if e.Phase == "compensation" {
+					entry = "undo " + entry
+				}
+				steps = append(steps, entry)
 			}
-			timeline = strings.Join(steps, ", ")
+			timeline = strings.Join(steps, " > ")
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", o.OrderID, o.Scenario, o.View.Status, sagaStatus, timeline)
 	}
