@@ -19,7 +19,6 @@ import (
 	"github.com/vextrus/dtx/pkg/eventstore/postgres"
 	"github.com/vextrus/dtx/pkg/messaging"
 	"github.com/vextrus/dtx/pkg/messaging/idempotency"
-	"github.com/vextrus/dtx/pkg/messaging/inbox"
 	"github.com/vextrus/dtx/pkg/messaging/middleware"
 	"github.com/vextrus/dtx/pkg/projection"
 	"github.com/vextrus/dtx/pkg/saga/orchestrator"
@@ -284,7 +283,7 @@ func (a *SalesAPI) placeOrder(ctx context.Context, tx pgx.Tx, cmd PlaceOrder) er
 // getOrder reads the order-status read model and the order's saga, in the
 // query's read-only transaction.
 func (a *SalesAPI) getOrder(ctx context.Context, q GetOrder) (OrderView, error) {
-	tx, ok := inbox.TxFromContext(ctx)
+	tx, ok := messaging.TxFromContext(ctx)
 	if !ok {
 		return OrderView{}, errors.New("sales.order.get: no transaction")
 	}

@@ -6,9 +6,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"os"
-	"strings"
 	"time"
-	"unicode/utf8"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"go.opentelemetry.io/otel"
@@ -167,10 +165,10 @@ func (c *Config) validate() error {
 	if err := migrate.ValidateSchemaName(c.Schema); err != nil {
 		errs = append(errs, fmt.Errorf("relay: Schema: %w", err))
 	}
-	if err := validateName(c.Name); err != nil {
+	if err := txlog.ValidateName(c.Name); err != nil {
 		errs = append(errs, fmt.Errorf("relay: Name: %w", err))
 	}
-	if err := validateName(c.Holder); err != nil {
+	if err := txlog.ValidateName(c.Holder); err != nil {
 		errs = append(errs, fmt.Errorf("relay: Holder: %w", err))
 	}
 	if c.BatchSize < 1 || c.BatchSize > MaxBatchSize {
@@ -188,22 +186,6 @@ func (c *Config) validate() error {
 	between("ProduceTimeout", c.ProduceTimeout, time.Second, 5*time.Minute)
 	between("PruneInterval", c.PruneInterval, time.Second, 24*time.Hour)
 	return errors.Join(errs...)
-}
-
-// validateName checks a lease name or holder against relay_leases: 1 to 255
-// bytes of UTF-8 without NUL (txlog checks checkpoint reader names alike).
-func validateName(s string) error {
-	switch {
-	case s == "":
-		return errors.New("must not be empty")
-	case len(s) > txlog.MaxReaderLen:
-		return fmt.Errorf("is %d bytes long, more than %d", len(s), txlog.MaxReaderLen)
-	case !utf8.ValidString(s):
-		return errors.New("is not valid UTF-8")
-	case strings.IndexByte(s, 0) >= 0:
-		return errors.New("contains a NUL byte")
-	}
-	return nil
 }
 
 // Validate returns the error New would return for c: nil if c, with its

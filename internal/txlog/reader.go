@@ -59,7 +59,7 @@ func (c *Config) setDefaults() {
 
 func (c *Config) validate() error {
 	errs := validateTable("txlog: ", c.Schema, c.Log)
-	if err := validateReaderName(c.Reader); err != nil {
+	if err := ValidateName(c.Reader); err != nil {
 		errs = append(errs, fmt.Errorf("txlog: Reader: %w", err))
 	}
 	for i, col := range c.Columns {

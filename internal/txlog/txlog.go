@@ -107,9 +107,10 @@ func validateIdentifier(name string) error {
 	return nil
 }
 
-// validateReaderName checks a reader name against the checkpoints table:
-// 1 to MaxReaderLen bytes of UTF-8 without NUL.
-func validateReaderName(s string) error {
+// ValidateName checks a name stored in a text column of dtx's log tables
+// (a reader's checkpoint, a relay's lease name or holder): 1 to
+// MaxReaderLen bytes of UTF-8 without NUL.
+func ValidateName(s string) error {
 	switch {
 	case s == "":
 		return errors.New("must not be empty")

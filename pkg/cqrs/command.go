@@ -9,23 +9,18 @@ import (
 	"reflect"
 	"slices"
 	"sync"
-	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"go.opentelemetry.io/otel/trace"
 
+	"github.com/vextrus/dtx/internal/pgtx"
 	"github.com/vextrus/dtx/pkg/messaging"
-	"github.com/vextrus/dtx/pkg/messaging/inbox"
 	"github.com/vextrus/dtx/pkg/messaging/outbox"
 )
 
-// endTimeout bounds the rollback of a transaction the bus began, which runs
-// even when the caller's context is cancelled.
-const endTimeout = 5 * time.Second
-
 // CommandHandlerFunc handles a command of Go type C in tx, the transaction
-// its effect must go through; ctx carries tx too (inbox.TxFromContext), so
+// its effect must go through; ctx carries tx too (messaging.TxFromContext), so
 // events published with the same ctx (Publish) commit with the effect, and
 // the command's Origin (middleware.OriginFromContext), so they record the
 // command as their cause. A returned error rolls tx back; mark it with
@@ -166,7 +161,7 @@ func HandleCommand[C any](b *CommandBus, typ string, h CommandHandlerFunc[C]) er
 		return c, nil
 	}
 	b.handlers[typ] = b.chain.chain(func(ctx context.Context, m *Message) (any, error) {
-		tx, ok := inbox.TxFromContext(ctx)
+		tx, ok := messaging.TxFromContext(ctx)
 		if !ok {
 			return nil, fmt.Errorf("cqrs: command %q: %w", typ, outbox.ErrNoTransaction)
 		}
@@ -208,8 +203,8 @@ func (b *CommandBus) decode(typ string, data []byte) (any, error) {
 
 // Dispatch runs cmd's handler now, in the caller's goroutine: after the
 // middleware (its envelope stamped with the Origin ctx carries and checked
-// against its schema), in the transaction ctx carries (inbox.TxFromContext,
-// e.g. set with inbox.ContextWithTx), so its effect commits or rolls back
+// against its schema), in the transaction ctx carries (messaging.TxFromContext,
+// e.g. set with messaging.ContextWithTx), so its effect commits or rolls back
 // with the caller's. When ctx carries none, Dispatch begins one on
 // Config.Pool and commits it when the handler succeeds (without Pool it
 // fails with outbox.ErrNoTransaction).
@@ -261,7 +256,7 @@ func Send[C any](ctx context.Context, b *CommandBus, cmd C) error {
 	}
 	topic := b.cfg.TopicFunc(typ)
 	send := b.chain.chain(func(ctx context.Context, m *Message) (any, error) {
-		tx, _ := inbox.TxFromContext(ctx)
+		tx, _ := messaging.TxFromContext(ctx)
 		return nil, b.cfg.Outbox.WriteEnvelopes(ctx, tx, topic, m.Envelope)
 	})
 	return b.inTx(ctx, typ, func(ctx context.Context) error {
@@ -280,11 +275,11 @@ func (b *CommandBus) inTx(ctx context.Context, typ string, f func(context.Contex
 // one begun on pool with opts and committed when f succeeds (rolled back
 // when opts are read-only).
 func withTx(ctx context.Context, pool *pgxpool.Pool, opts pgx.TxOptions, what string, f func(context.Context) error) (err error) {
-	if _, ok := inbox.TxFromContext(ctx); ok {
+	if _, ok := messaging.TxFromContext(ctx); ok {
 		return f(ctx)
 	}
 	if pool == nil {
-		return fmt.Errorf("cqrs: %s: the context carries no transaction (inbox.ContextWithTx) and Config.Pool is nil: %w",
+		return fmt.Errorf("cqrs: %s: the context carries no transaction (messaging.ContextWithTx) and Config.Pool is nil: %w",
 			what, outbox.ErrNoTransaction)
 	}
 	tx, err := pool.BeginTx(ctx, opts)
@@ -293,10 +288,10 @@ func withTx(ctx context.Context, pool *pgxpool.Pool, opts pgx.TxOptions, what st
 	}
 	defer func() {
 		if tx != nil {
-			rollback(ctx, tx)
+			pgtx.Rollback(ctx, tx)
 		}
 	}()
-	if err := f(inbox.ContextWithTx(ctx, tx)); err != nil {
+	if err := f(messaging.ContextWithTx(ctx, tx)); err != nil {
 		return err
 	}
 	if opts.AccessMode == pgx.ReadOnly {
@@ -308,11 +303,4 @@ func withTx(ctx context.Context, pool *pgxpool.Pool, opts pgx.TxOptions, what st
 		return fmt.Errorf("cqrs: %s: commit: %w", what, err)
 	}
 	return nil
-}
-
-// rollback ends tx without committing, even when ctx is cancelled.
-func rollback(ctx context.Context, tx pgx.Tx) {
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), endTimeout)
-	defer cancel()
-	_ = tx.Rollback(ctx)
 }

@@ -13,7 +13,7 @@
 // implements Keyed gives its partition key.
 //
 //   - CommandBus: exactly one handler per command type. Dispatch runs it now,
-//     in the transaction the context carries (inbox.ContextWithTx) or one of
+//     in the transaction the context carries (messaging.ContextWithTx) or one of
 //     the bus's own; Send writes the command to the outbox in the caller's
 //     transaction, and a CommandProcessor on the receiving side runs the
 //     handler from Kafka in the transaction that records the command in its

@@ -14,7 +14,6 @@ import (
 
 	"github.com/vextrus/dtx/pkg/eventstore"
 	"github.com/vextrus/dtx/pkg/messaging"
-	"github.com/vextrus/dtx/pkg/messaging/inbox"
 	"github.com/vextrus/dtx/pkg/messaging/outbox"
 )
 
@@ -124,7 +123,7 @@ func events[E any](b *EventBus, evs []E) (string, []*Message, error) {
 }
 
 // Publish writes events to the outbox (Config.Outbox) in the transaction ctx
-// carries (inbox.TxFromContext: within a command or event handler, the
+// carries (messaging.TxFromContext: within a command or event handler, the
 // handler's), as records of the topic Config.TopicFunc gives their type: they
 // reach Kafka if and only if that transaction commits. Each event is stamped
 // with the Origin ctx carries (within a handler, the handled message is its
@@ -139,9 +138,9 @@ func Publish[E any](ctx context.Context, b *EventBus, evs ...E) error {
 	if b.cfg.Outbox == nil {
 		return fmt.Errorf("cqrs: publish %q: EventBusConfig.Outbox is nil", typ)
 	}
-	tx, ok := inbox.TxFromContext(ctx)
+	tx, ok := messaging.TxFromContext(ctx)
 	if !ok {
-		return fmt.Errorf("cqrs: publish %q: the context carries no transaction (inbox.ContextWithTx): %w", typ, outbox.ErrNoTransaction)
+		return fmt.Errorf("cqrs: publish %q: the context carries no transaction (messaging.ContextWithTx): %w", typ, outbox.ErrNoTransaction)
 	}
 	topic := b.cfg.TopicFunc(typ)
 	write := b.chain.chain(func(ctx context.Context, m *Message) (any, error) {
@@ -183,9 +182,9 @@ func Append[E any](ctx context.Context, b *EventBus, stream Stream, evs ...E) (e
 	if b.cfg.Store == nil {
 		return eventstore.AppendResult{}, fmt.Errorf("cqrs: append %q: EventBusConfig.Store is nil", typ)
 	}
-	tx, ok := inbox.TxFromContext(ctx)
+	tx, ok := messaging.TxFromContext(ctx)
 	if !ok {
-		return eventstore.AppendResult{}, fmt.Errorf("cqrs: append %q: the context carries no transaction (inbox.ContextWithTx): %w", typ, outbox.ErrNoTransaction)
+		return eventstore.AppendResult{}, fmt.Errorf("cqrs: append %q: the context carries no transaction (messaging.ContextWithTx): %w", typ, outbox.ErrNoTransaction)
 	}
 	// The middleware runs per event and collects it; the append then writes
 	// them all at once, atomically.
@@ -297,7 +296,7 @@ func HandleEvent[E any](p *EventProcessor, name, typ string, h EventHandlerFunc[
 		return err
 	}
 	chained := p.chain.chain(func(ctx context.Context, m *Message) (any, error) {
-		tx, ok := inbox.TxFromContext(ctx)
+		tx, ok := messaging.TxFromContext(ctx)
 		if !ok {
 			return nil, fmt.Errorf("cqrs: event %q: %w", typ, outbox.ErrNoTransaction)
 		}

@@ -13,12 +13,11 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/vextrus/dtx/pkg/messaging"
-	"github.com/vextrus/dtx/pkg/messaging/inbox"
 )
 
 // QueryHandlerFunc answers a query of Go type Q with a result of type R. It
 // must have no side effects. With QueryBusConfig.Pool set, ctx carries the
-// read-only transaction the query runs in (inbox.TxFromContext).
+// read-only transaction the query runs in (messaging.TxFromContext).
 type QueryHandlerFunc[Q, R any] func(ctx context.Context, q Q) (R, error)
 
 // QueryBusConfig configures a QueryBus.
@@ -141,7 +140,7 @@ func Query[Q, R any](ctx context.Context, b *QueryBus, q Q) (R, error) {
 	}
 	if b.cfg.Pool == nil {
 		err = run(ctx)
-	} else if tx, ok := inbox.TxFromContext(ctx); ok {
+	} else if tx, ok := messaging.TxFromContext(ctx); ok {
 		err = inSavepoint(ctx, tx, typ, run)
 	} else {
 		err = withTx(ctx, b.cfg.Pool, pgx.TxOptions{AccessMode: pgx.ReadOnly}, string(KindQuery)+" "+typ, run)
@@ -165,7 +164,7 @@ func inSavepoint(ctx context.Context, tx pgx.Tx, typ string, f func(context.Cont
 	if err != nil {
 		return fmt.Errorf("cqrs: query %q: savepoint: %w", typ, err)
 	}
-	err = f(inbox.ContextWithTx(ctx, sp))
+	err = f(messaging.ContextWithTx(ctx, sp))
 	if rbErr := sp.Rollback(context.WithoutCancel(ctx)); rbErr != nil && !errors.Is(rbErr, pgx.ErrTxClosed) {
 		err = errors.Join(err, fmt.Errorf("cqrs: query %q: roll back savepoint: %w", typ, rbErr))
 	}

@@ -75,6 +75,13 @@ var ErrInvalidAppend = errors.New("eventstore: invalid append")
 // written; the transaction it ran in is aborted.
 var ErrDuplicateEventID = errors.New("eventstore: duplicate event id")
 
+// ErrPositionAhead is wrapped by the error of a read or a subscription
+// whose position (or saved checkpoint) lies beyond the newest transaction
+// id the database has reached: transaction ids restart lower after a
+// logical dump is restored into a new cluster. Nothing is skipped and
+// nothing read; an operator resets the checkpoint.
+var ErrPositionAhead = errors.New("eventstore: position ahead of the database's transaction ids")
+
 // VersionConflictError reports an append whose stream was not at the
 // expected version. It wraps ErrConcurrencyConflict.
 type VersionConflictError struct {

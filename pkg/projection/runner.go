@@ -293,7 +293,7 @@ func (r *Runner) run(ctx context.Context, p Projection, untilCaughtUp bool) (boo
 		case ctx.Err() != nil:
 			return false, nil
 		case errors.Is(err, txlog.ErrPositionAhead):
-			return false, fmt.Errorf("projection %q: %w", name, err)
+			return false, fmt.Errorf("projection %q: %w: %w", name, eventstore.ErrPositionAhead, err)
 		case errors.Is(err, errAlreadyApplied):
 			loaded, attempt = false, 0
 			continue

@@ -35,7 +35,7 @@
 //     append; at higher isolation levels an outdated snapshot is caught by
 //     the unique (stream_id, version) and reported as a conflict with an
 //     unknown actual version.
-//   - ReadAll reads the events table with internal/txlog's Reader: only
+//   - ReadAll reads the events table with the gap-safe log reader: only
 //     events of transactions below the horizon (the oldest transaction
 //     still running), in (tx_id, position) order. A late-committing
 //     transaction's events are read once it ends, never skipped.
@@ -57,7 +57,8 @@
 //     escape \u0000) fails the insert.
 //   - ReadAll inside a transaction that has written holds back events of
 //     younger transactions until it ends; a transaction left open anywhere
-//     in the cluster stalls ReadAll (see internal/txlog).
+//     in the cluster stalls ReadAll (docs/operations.md names the metric
+//     and the warning that say so).
 //
 // # Snapshots
 //

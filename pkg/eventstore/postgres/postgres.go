@@ -70,8 +70,7 @@ type Config struct {
 	Registry *messaging.SchemaRegistry
 
 	// BatchSize is the most events ReadAll returns when its Limit is 0.
-	// Defaults to txlog.DefaultBatchSize (500); between 1 and
-	// txlog.MaxBatchSize (10000).
+	// Defaults to 500; between 1 and 10000.
 	BatchSize int
 
 	// Upcasters turn events of old schema versions into the current one as
@@ -481,7 +480,7 @@ func (s *Store) readStream(ctx context.Context, q txlog.Querier, p eventstore.Re
 }
 
 // ReadAll reads the events after p.After in global commit order on the
-// pool, through the gap-safe log reader (internal/txlog): an event whose
+// pool, through the gap-safe log reader: an event whose
 // transaction is still open, and every event of younger transactions, is
 // held back until it ends; none is skipped. See eventstore.Store.
 func (s *Store) ReadAll(ctx context.Context, p eventstore.ReadAllParams) (eventstore.AllBatch, error) {
@@ -498,7 +497,7 @@ func (s *Store) readAll(ctx context.Context, q txlog.Querier, p eventstore.ReadA
 	}
 	b, err := r.ReadBatch(ctx, q, txlog.Position{TxID: p.After.TxID, Pos: p.After.Pos})
 	if err != nil {
-		return eventstore.AllBatch{}, fmt.Errorf("eventstore/postgres: read all: %w", err)
+		return eventstore.AllBatch{}, fmt.Errorf("eventstore/postgres: read all: %w", positionAhead(err))
 	}
 	out := eventstore.AllBatch{
 		End:    eventstore.Position{TxID: b.End.TxID, Pos: b.End.Pos},
@@ -518,7 +517,7 @@ func (s *Store) readAll(ctx context.Context, q txlog.Querier, p eventstore.ReadA
 // WithTx returns a view of the Store whose methods all run in tx: Append is
 // AppendTx, and reads see tx's own uncommitted events. ReadAll in a
 // transaction that has written holds back the events of younger
-// transactions until it ends (see internal/txlog).
+// transactions until it ends.
 func (s *Store) WithTx(tx pgx.Tx) eventstore.Store { return txStore{s: s, tx: tx} }
 
 type txStore struct {
@@ -594,4 +593,13 @@ func (s *Store) recorded(r eventRow, pos eventstore.Position) (eventstore.Record
 		return s.cfg.Upcasters.Upcast(ev)
 	}
 	return ev, nil
+}
+
+// positionAhead makes a read past the database's transaction ids wrap
+// eventstore.ErrPositionAhead, which callers can test for.
+func positionAhead(err error) error {
+	if errors.Is(err, txlog.ErrPositionAhead) {
+		return fmt.Errorf("%w: %w", eventstore.ErrPositionAhead, err)
+	}
+	return err
 }

@@ -81,13 +81,11 @@ type SubscribeParams struct {
 	Handler HandlerFunc
 
 	// BatchSize is the most events handled in one transaction.
-	// Defaults to DefaultSubscribeBatchSize (100); between 1 and
-	// txlog.MaxBatchSize (10000).
+	// Defaults to DefaultSubscribeBatchSize (100); between 1 and 10000.
 	BatchSize int
 
 	// PollInterval is the longest wait for new events without a
-	// notification. Defaults to txlog.DefaultPollInterval (1s); between
-	// txlog.MinInterval and txlog.MaxInterval.
+	// notification. Defaults to 1s; between 1ms and 1h.
 	PollInterval time.Duration
 
 	// MinRetryDelay is the wait after a batch's first failure; it doubles
@@ -180,7 +178,7 @@ func (p *SubscribeParams) validate() error {
 //
 // Between batches Subscribe waits for the events table's notification
 // (channel "<schema>.events") or at most p.PollInterval. It fails at once
-// for invalid p, and with an error wrapping txlog.ErrPositionAhead when the
+// for invalid p, and with an error wrapping eventstore.ErrPositionAhead when the
 // checkpoint lies beyond the database's transaction ids.
 func (s *Store) Subscribe(ctx context.Context, p SubscribeParams) error {
 	p.setDefaults()
@@ -237,7 +235,7 @@ func (s *Store) Subscribe(ctx context.Context, p SubscribeParams) error {
 		case ctx.Err() != nil:
 			return nil
 		case errors.Is(err, txlog.ErrPositionAhead):
-			return err
+			return positionAhead(err)
 		case errors.Is(err, errCheckpointAhead):
 			loaded, attempt = false, 0
 			readMore = true

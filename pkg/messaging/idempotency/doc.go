@@ -32,7 +32,7 @@
 //     append to the event store as its first locks, which per-key commit
 //     order needs), checks that the claim is still its own, and calls the
 //     handler in a savepoint of that transaction: TxFromRequest(r), or
-//     inbox.TxFromContext(r.Context()). The response is buffered.
+//     messaging.TxFromContext(r.Context()). The response is buffered.
 //  4. Complete: a 2xx answer keeps the handler's writes (the savepoint is
 //     released); any other stored answer undoes them (the savepoint is
 //     rolled back). Then, in the same transaction, the row becomes

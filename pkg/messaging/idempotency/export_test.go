@@ -4,6 +4,8 @@ import (
 	"context"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/vextrus/dtx/internal/pgtx"
 )
 
 // SetHookAfterClaim makes every request run f between the claim of its key
@@ -27,7 +29,7 @@ func (s *Store) Claim(ctx context.Context, scope, key string, fp []byte) (token 
 func (s *Store) Lock(ctx context.Context, scope, key string, token uint32) (bool, error) {
 	tx, ok, err := s.begin(ctx, pgx.TxOptions{}, scope, key, token)
 	if ok {
-		rollback(ctx, tx)
+		pgtx.Rollback(ctx, tx)
 	}
 	return ok, err
 }

@@ -14,7 +14,8 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
-	"github.com/vextrus/dtx/pkg/messaging/inbox"
+	"github.com/vextrus/dtx/internal/pgtx"
+	"github.com/vextrus/dtx/pkg/messaging"
 )
 
 // Header names.
@@ -203,11 +204,11 @@ func (s *Store) Middleware(cfg MiddlewareConfig) (func(http.Handler) http.Handle
 // TxFromRequest returns the transaction of a request the middleware runs
 // under an idempotency key. Effects written with it commit together with the
 // stored response, or not at all. ok is false for requests the middleware
-// passed through. The same transaction is what inbox.TxFromContext returns
+// passed through. The same transaction is what messaging.TxFromContext returns
 // for r.Context(), so code that joins the caller's transaction works alike in
 // HTTP and message handlers.
 func TxFromRequest(r *http.Request) (tx pgx.Tx, ok bool) {
-	return inbox.TxFromContext(r.Context())
+	return messaging.TxFromContext(r.Context())
 }
 
 type middleware struct {
@@ -314,7 +315,7 @@ func (m *middleware) run(w http.ResponseWriter, r *http.Request, next http.Handl
 	abort := func() {
 		if !done {
 			done = true
-			rollback(ctx, tx)
+			pgtx.Rollback(ctx, tx)
 			m.store.release(ctx, scope, key, token)
 		}
 	}
@@ -329,7 +330,7 @@ func (m *middleware) run(w http.ResponseWriter, r *http.Request, next http.Handl
 		return
 	}
 	rec := newRecorder(m.cfg.MaxResponseBytes)
-	next.ServeHTTP(rec, r.WithContext(inbox.ContextWithTx(ctx, sp)))
+	next.ServeHTTP(rec, r.WithContext(messaging.ContextWithTx(ctx, sp)))
 
 	if rec.overflow {
 		abort()

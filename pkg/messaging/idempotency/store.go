@@ -11,6 +11,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/vextrus/dtx/internal/pgtx"
 	"github.com/vextrus/dtx/internal/sqlfile"
 	"github.com/vextrus/dtx/internal/sweep"
 	"github.com/vextrus/dtx/pkg/migrate"
@@ -32,12 +33,12 @@ const (
 	MinRunningTimeout = time.Second
 	// DefaultSweepInterval is the pause between sweeps when
 	// Config.SweepInterval is zero.
-	DefaultSweepInterval = sweep.DefaultInterval
+	DefaultSweepInterval = time.Minute
 	// DefaultSweepBatchSize is the most rows one sweep statement deletes when
 	// Config.SweepBatchSize is zero.
-	DefaultSweepBatchSize = sweep.DefaultBatchSize
+	DefaultSweepBatchSize = 1000
 	// MaxSweepBatchSize is the largest Config.SweepBatchSize accepted.
-	MaxSweepBatchSize = sweep.MaxBatchSize
+	MaxSweepBatchSize = 100_000
 )
 
 // endTimeout bounds the statements that clean up after a request, which run
@@ -46,7 +47,7 @@ const endTimeout = 5 * time.Second
 
 // ErrAlreadyStarted is returned by Start while the sweeper of the same Store
 // is running.
-var ErrAlreadyStarted = sweep.ErrAlreadyStarted
+var ErrAlreadyStarted = errors.New("idempotency: sweeper already started")
 
 // Config configures a Store.
 type Config struct {
@@ -295,7 +296,7 @@ func (s *Store) begin(ctx context.Context, opts pgx.TxOptions, scope, key string
 		return nil, false, fmt.Errorf("idempotency: begin transaction: %w", err)
 	}
 	if _, err = tx.Exec(ctx, s.q.lock, scope, key, lockSeed, s.cfg.Schema); err != nil {
-		rollback(ctx, tx)
+		pgtx.Rollback(ctx, tx)
 		return nil, false, fmt.Errorf("idempotency: lock key: %w", err)
 	}
 	var mine bool
@@ -303,7 +304,7 @@ func (s *Store) begin(ctx context.Context, opts pgx.TxOptions, scope, key string
 	if err == nil {
 		return tx, true, nil
 	}
-	rollback(ctx, tx)
+	pgtx.Rollback(ctx, tx)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return nil, false, nil
 	}
@@ -335,15 +336,6 @@ func (s *Store) release(ctx context.Context, scope, key string, token uint32) {
 	}
 }
 
-// rollback ends tx without committing. It runs even when ctx is cancelled,
-// and a failure is not reported: the server rolls back a transaction whose
-// connection breaks.
-func rollback(ctx context.Context, tx pgx.Tx) {
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), endTimeout)
-	defer cancel()
-	_ = tx.Rollback(ctx)
-}
-
 // Sweep deletes the expired keys of every scope. Each statement deletes at most
 // Config.SweepBatchSize rows and commits on its own, skipping rows that a
 // concurrent transaction holds locked, so Sweep never waits on other work and
@@ -358,7 +350,13 @@ func (s *Store) Run(ctx context.Context) error { return s.sweeper.Run(ctx) }
 
 // Start runs Run in a goroutine the Store owns, until ctx is done or Stop is
 // called. It fails with ErrAlreadyStarted if that goroutine is still running.
-func (s *Store) Start(ctx context.Context) error { return s.sweeper.Start(ctx) }
+func (s *Store) Start(ctx context.Context) error {
+	err := s.sweeper.Start(ctx)
+	if errors.Is(err, sweep.ErrAlreadyStarted) {
+		return ErrAlreadyStarted
+	}
+	return err
+}
 
 // Stop ends the goroutine Start began and waits for it; a sweep in progress
 // is interrupted. It is safe to call more than once, and without Start.

@@ -14,8 +14,10 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/vextrus/dtx/internal/pgtx"
 	"github.com/vextrus/dtx/internal/sqlfile"
 	"github.com/vextrus/dtx/internal/sweep"
+	"github.com/vextrus/dtx/pkg/messaging"
 	"github.com/vextrus/dtx/pkg/migrate"
 )
 
@@ -28,21 +30,17 @@ const (
 	// MinRetention is the shortest Config.Retention accepted.
 	MinRetention = time.Hour
 	// DefaultSweepInterval is the pause between sweeps when Config.SweepInterval is zero.
-	DefaultSweepInterval = sweep.DefaultInterval
+	DefaultSweepInterval = time.Minute
 	// DefaultSweepBatchSize is the most rows one sweep statement deletes when
 	// Config.SweepBatchSize is zero.
-	DefaultSweepBatchSize = sweep.DefaultBatchSize
+	DefaultSweepBatchSize = 1000
 	// MaxSweepBatchSize is the largest Config.SweepBatchSize accepted.
-	MaxSweepBatchSize = sweep.MaxBatchSize
+	MaxSweepBatchSize = 100_000
 	// MaxConsumerLen is the longest consumer name, in bytes.
 	MaxConsumerLen = 255
 	// MaxMessageIDLen is the longest message id, in bytes.
 	MaxMessageIDLen = 512
 )
-
-// endTimeout bounds a rollback, which runs even when the handler's context is
-// already cancelled.
-const endTimeout = 5 * time.Second
 
 // ErrInvalidMessageID reports a message id the inbox cannot record: empty,
 // longer than MaxMessageIDLen bytes, not valid UTF-8 or containing a NUL
@@ -52,7 +50,7 @@ var ErrInvalidMessageID = errors.New("inbox: invalid message id")
 
 // ErrAlreadyStarted is returned by Start while the sweeper of the same Inbox
 // is running.
-var ErrAlreadyStarted = sweep.ErrAlreadyStarted
+var ErrAlreadyStarted = errors.New("inbox: sweeper already started")
 
 // Config configures an Inbox.
 type Config struct {
@@ -256,7 +254,7 @@ func (i *Inbox) Handler(h HandlerFunc) message.HandlerFunc {
 		committed := false
 		defer func() {
 			if !committed {
-				rollback(ctx, tx)
+				pgtx.Rollback(ctx, tx)
 			}
 		}()
 
@@ -281,30 +279,16 @@ func (i *Inbox) Handler(h HandlerFunc) message.HandlerFunc {
 	}
 }
 
-// rollback ends tx without committing. It runs even when ctx is cancelled,
-// and a failure is not reported: the server rolls back a transaction whose
-// connection breaks.
-func rollback(ctx context.Context, tx pgx.Tx) {
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), endTimeout)
-	defer cancel()
-	_ = tx.Rollback(ctx)
-}
-
-// txKey is the context key of the transaction.
-type txKey struct{}
-
-// ContextWithTx returns a copy of ctx that carries tx, for TxFromContext.
+// ContextWithTx returns a copy of ctx that carries tx, for TxFromContext. It
+// is messaging.ContextWithTx.
 func ContextWithTx(ctx context.Context, tx pgx.Tx) context.Context {
-	return context.WithValue(ctx, txKey{}, tx)
+	return messaging.ContextWithTx(ctx, tx)
 }
 
 // TxFromContext returns the transaction ctx carries: within a Handler, the
-// one the message was recorded in. Code that joins the caller's transaction
-// (for example to write outbox rows with the effect) gets it here. ok is
-// false when ctx carries none.
+// one the message was recorded in. It is messaging.TxFromContext.
 func TxFromContext(ctx context.Context) (tx pgx.Tx, ok bool) {
-	tx, ok = ctx.Value(txKey{}).(pgx.Tx)
-	return tx, ok && tx != nil
+	return messaging.TxFromContext(ctx)
 }
 
 // Sweep deletes the expired records of every consumer in the table, not only the Inbox's own, so records of a consumer that no longer runs go too. Each statement deletes at most
@@ -321,7 +305,13 @@ func (i *Inbox) Run(ctx context.Context) error { return i.sweeper.Run(ctx) }
 
 // Start runs Run in a goroutine the Inbox owns, until ctx is done or Stop is
 // called. It fails with ErrAlreadyStarted if that goroutine is still running.
-func (i *Inbox) Start(ctx context.Context) error { return i.sweeper.Start(ctx) }
+func (i *Inbox) Start(ctx context.Context) error {
+	err := i.sweeper.Start(ctx)
+	if errors.Is(err, sweep.ErrAlreadyStarted) {
+		return ErrAlreadyStarted
+	}
+	return err
+}
 
 // Stop ends the goroutine Start began and waits for it; a sweep in progress
 // is interrupted. It is safe to call more than once, and without Start.

@@ -24,7 +24,7 @@
 //     locks travel in the same pipeline); they commit or roll back with it.
 //     At commit the table's trigger notifies the channel "<schema>.outbox",
 //     which wakes the relay (unless another committing writer is notifying
-//     it: see package txlog); a rolled-back transaction notifies nothing.
+//     it); a rolled-back transaction notifies nothing.
 //   - All or nothing per call. Every message is checked before anything is
 //     written: a valid dtx envelope (messaging.Decode) whose UUID is its
 //     ce_id, a payload that follows its JSON Schema when Config.Registry is
@@ -52,7 +52,7 @@
 // Messages of one call keep their order. Across transactions, the relay reads
 // rows by (tx_id, position): transactions in the order PostgreSQL gave them
 // their ids, which it does at a transaction's first write or row lock, not at
-// commit (see internal/txlog). Two transactions writing the same key
+// commit (docs/guarantees.md, G4). Two transactions writing the same key
 // therefore come out in commit order (G4, docs/guarantees.md) only if the second could
 // not get its id before the first committed.
 //

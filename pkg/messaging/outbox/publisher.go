@@ -7,7 +7,7 @@ import (
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/jackc/pgx/v5"
 
-	"github.com/vextrus/dtx/pkg/messaging/inbox"
+	"github.com/vextrus/dtx/pkg/messaging"
 	"github.com/vextrus/dtx/pkg/messaging/middleware"
 )
 
@@ -36,8 +36,8 @@ func (p *txPublisher) Close() error { return nil }
 
 // ContextPublisher returns a Watermill publisher that writes each call's
 // messages to the outbox in the transaction their context carries
-// (inbox.TxFromContext): within an inbox.Handler, the handler's own, or any
-// set with inbox.ContextWithTx. A call whose messages carry no transaction,
+// (messaging.TxFromContext): within an inbox.Handler, the handler's own, or any
+// set with messaging.ContextWithTx. A call whose messages carry no transaction,
 // or not all the same one, fails with ErrNoTransaction and writes nothing.
 // Otherwise it behaves as Publisher's. Close does nothing.
 func (o *Outbox) ContextPublisher() message.Publisher {
@@ -56,10 +56,10 @@ func (p *ctxPublisher) Publish(topic string, msgs ...*message.Message) error {
 		if msg == nil {
 			continue // refused by Write, naming it
 		}
-		t, ok := inbox.TxFromContext(msg.Context())
+		t, ok := messaging.TxFromContext(msg.Context())
 		switch {
 		case !ok || t == nil:
-			return fmt.Errorf("outbox: publish to %s: message #%d (id %q): its context carries no transaction (inbox.ContextWithTx): %w",
+			return fmt.Errorf("outbox: publish to %s: message #%d (id %q): its context carries no transaction (messaging.ContextWithTx): %w",
 				topic, i, msg.UUID, ErrNoTransaction)
 		case tx == nil:
 			tx = t

@@ -20,9 +20,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"go.opentelemetry.io/otel/propagation"
 
+	"github.com/vextrus/dtx/internal/pgtx"
 	"github.com/vextrus/dtx/internal/sqlfile"
 	"github.com/vextrus/dtx/pkg/messaging"
-	"github.com/vextrus/dtx/pkg/messaging/inbox"
 	"github.com/vextrus/dtx/pkg/messaging/middleware"
 	"github.com/vextrus/dtx/pkg/messaging/outbox"
 	"github.com/vextrus/dtx/pkg/migrate"
@@ -48,10 +48,6 @@ const lockSeed int64 = 0x6474787061727469 // "dtxparti"
 
 // pruneBatch is the most rows one statement of Prune deletes.
 const pruneBatch = 1000
-
-// endTimeout bounds a rollback, which runs even when the message's context
-// has ended.
-const endTimeout = 5 * time.Second
 
 // savepoint is taken before an action's handler runs, so that a rejection
 // discards the handler's writes and keeps the barrier row.
@@ -264,7 +260,7 @@ func Reject(replyType string, data any) error {
 
 // ActionFunc runs a step's action in tx, the transaction that holds the
 // barrier row and will hold the reply, and returns the reply. ctx also
-// carries tx (inbox.TxFromContext), for code such as outbox.ContextPublisher.
+// carries tx (messaging.TxFromContext), for code such as outbox.ContextPublisher.
 // Its effects must go through tx to happen once. It must not commit or roll
 // back tx. It returns Reject for a business failure; any other error rolls
 // the whole transaction back and is returned to the caller (the router's
@@ -460,7 +456,7 @@ func (p *Participant) handle(msg *message.Message) (_ Result, err error) {
 	ended := false
 	defer func() {
 		if !ended {
-			rollback(ctx, tx)
+			pgtx.Rollback(ctx, tx)
 		}
 	}()
 	res, err := p.HandleTx(ctx, tx, msg)
@@ -526,7 +522,7 @@ func (p *Participant) handleCommand(ctx context.Context, tx pgx.Tx, cmd Command)
 		return 0, messaging.Permanent(fmt.Errorf("%w: participant %s has no %s handler for %q (command %q)",
 			ErrUnknownCommand, p.cfg.Name, cmd.Phase, cmd.Type, cmd.Envelope.ID))
 	}
-	ctx = inbox.ContextWithTx(ctx, tx)
+	ctx = messaging.ContextWithTx(ctx, tx)
 
 	// One round trip: the reply key's lock (taken first, so that replies of
 	// one saga keep their commit order), the step's lock, the barrier row
@@ -841,12 +837,4 @@ func (p *Participant) Prune(ctx context.Context, olderThan time.Duration) (int64
 			return total, nil
 		}
 	}
-}
-
-// rollback ends tx without committing, even when ctx has ended; a failure is
-// not reported: the server rolls back a transaction whose connection breaks.
-func rollback(ctx context.Context, tx pgx.Tx) {
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), endTimeout)
-	defer cancel()
-	_ = tx.Rollback(ctx)
 }

@@ -1,0 +1,18 @@
+package idempotency_test
+
+import (
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/vextrus/dtx/internal/sweep"
+	"github.com/vextrus/dtx/pkg/messaging/idempotency"
+)
+
+// The sweeper's limits this package states are the sweeper's own.
+func TestSweepDefaultsAreTheSweepers(t *testing.T) {
+	t.Parallel()
+	require.Equal(t, sweep.DefaultInterval, idempotency.DefaultSweepInterval)
+	require.Equal(t, sweep.DefaultBatchSize, idempotency.DefaultSweepBatchSize)
+	require.Equal(t, sweep.MaxBatchSize, idempotency.MaxSweepBatchSize)
+}
