@@ -22,7 +22,7 @@ func TestGoDocNamesNoInternalIdentifier(t *testing.T) {
 	run := func(args ...string) string {
 		cmd := exec.Command(goCmd, args...)
 		cmd.Dir = root
-		cmd.Env = append(os.Environ(), "GOFLAGS=-mod=mod", "GOPROXY=off", "GOWORK=off", "GOTOOLCHAIN=local")
+		cmd.Env = append(os.Environ(), "GOFLAGS=-mod=readonly", "GOPROXY=off", "GOWORK=off", "GOTOOLCHAIN=local")
 		out, err := cmd.Output()
 		require.NoError(t, err, "go %s", strings.Join(args, " "))
 		return string(out)
