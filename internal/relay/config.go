@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math/rand/v2"
 	"os"
 	"time"
 
@@ -194,14 +193,4 @@ func (c *Config) validate() error {
 func (c Config) Validate() error {
 	c.setDefaults()
 	return c.validate()
-}
-
-// jitter spreads d by up to ±20% so that replicas backing off together do
-// not retry in step.
-func jitter(d time.Duration) time.Duration {
-	spread := int64(d) / 5
-	if spread <= 0 {
-		return d
-	}
-	return d - time.Duration(spread) + time.Duration(rand.Int64N(2*spread+1))
 }

@@ -16,6 +16,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/vextrus/dtx/internal/txlog"
+	"github.com/vextrus/dtx/internal/wait"
 )
 
 // Fault is something that keeps the relay from publishing some rows: a
@@ -109,7 +110,7 @@ type heldTopic struct {
 	reason  string    // of the last failure
 	since   time.Time // held since
 	due     time.Time // next retry
-	backoff time.Duration
+	backoff wait.Doubling
 	flight  *flight // nil when no retry is in flight
 }
 
@@ -141,7 +142,7 @@ func (r *Relay) loadHeld(ctx context.Context, token int64) (*heldState, error) {
 		if err := rows.Scan(&topic, &n, &since, &reason); err != nil {
 			return nil, fmt.Errorf("relay: read outbox_held: %w", err)
 		}
-		hs.topics[topic] = &heldTopic{rows: n, reason: reason, since: since, backoff: minBackoff}
+		hs.topics[topic] = &heldTopic{rows: n, reason: reason, since: since, backoff: r.heldBackoff()}
 		r.m.topicHeld.WithLabelValues(topic).Set(float64(n))
 	}
 	if err := rows.Err(); err != nil {
@@ -273,7 +274,7 @@ func (r *Relay) applyHeld(hs *heldState, p plan, warned *retryWarnings) {
 	for _, h := range p.held {
 		ht, ok := hs.topics[h.topic]
 		if !ok {
-			ht = &heldTopic{reason: h.reason, since: now, backoff: minBackoff, due: now.Add(jitter(minBackoff))}
+			ht = &heldTopic{reason: h.reason, since: now, backoff: r.heldBackoff(), due: now.Add(wait.Jitter(minBackoff))}
 			hs.topics[h.topic] = ht
 			r.m.publishRetries.WithLabelValues(h.topic, h.reason).Inc()
 			r.m.errors.WithLabelValues(errKindProduce).Inc()
@@ -329,9 +330,9 @@ func (r *Relay) launch(ctx context.Context, cl *kgo.Client, hs *heldState, topic
 	rows, err := r.readHeld(ctx, topic)
 	if err != nil {
 		r.m.errors.WithLabelValues(errKindRead).Inc()
-		r.cfg.Logger.Warn("relay: reading held rows failed", "topic", topic, "retry_in", ht.backoff.String(), "err", err)
-		ht.due = time.Now().Add(jitter(ht.backoff))
-		ht.backoff = min(ht.backoff*2, r.cfg.MaxBackoff)
+		pause := ht.backoff.Next()
+		r.cfg.Logger.Warn("relay: reading held rows failed", "topic", topic, "retry_in", pause.String(), "err", err)
+		ht.due = time.Now().Add(wait.Jitter(pause))
 		return
 	}
 	f := &flight{rows: rows, done: make(chan struct{})}
@@ -450,10 +451,10 @@ func (r *Relay) land(ctx context.Context, l *lease, hs *heldState, topic string,
 		}
 		// The acknowledged rows stay held and are published again.
 		r.m.errors.WithLabelValues(errKindCheckpoint).Inc()
+		pause := ht.backoff.Next()
 		r.cfg.Logger.Warn("relay: saving the published held rows failed; they will be published again",
-			"topic", topic, "retry_in", ht.backoff.String(), "err", err)
-		ht.due = now.Add(jitter(ht.backoff))
-		ht.backoff = min(ht.backoff*2, r.cfg.MaxBackoff)
+			"topic", topic, "retry_in", pause.String(), "err", err)
+		ht.due = now.Add(wait.Jitter(pause))
 		return
 	}
 	for _, rej := range rejected {
@@ -475,13 +476,13 @@ func (r *Relay) land(ctx context.Context, l *lease, hs *heldState, topic string,
 		r.m.publishRetries.WithLabelValues(topic, reason).Inc()
 		r.m.errors.WithLabelValues(errKindProduce).Inc()
 		r.m.topicHeld.WithLabelValues(topic).Set(float64(remaining))
+		pause := ht.backoff.Next()
 		if n, ok := warned.allow(topic, reason, now); ok {
 			r.cfg.Logger.Warn("relay: topic held: publishing its held rows failed; retrying them with backoff, the other topics are published",
 				"topic", topic, "reason", reason, "position", failedAt.String(), "held_rows", remaining,
-				"retry_in", ht.backoff.String(), "retries_not_logged", n, "err", failed)
+				"retry_in", pause.String(), "retries_not_logged", n, "err", failed)
 		}
-		ht.due = now.Add(jitter(ht.backoff))
-		ht.backoff = min(ht.backoff*2, r.cfg.MaxBackoff)
+		ht.due = now.Add(wait.Jitter(pause))
 	case remaining == 0:
 		delete(hs.topics, topic)
 		r.m.topicHeld.DeleteLabelValues(topic)
@@ -489,7 +490,8 @@ func (r *Relay) land(ctx context.Context, l *lease, hs *heldState, topic string,
 			"topic", topic, "held_since", ht.since.UTC().Format(time.RFC3339))
 	default:
 		r.m.topicHeld.WithLabelValues(topic).Set(float64(remaining))
-		ht.due, ht.backoff = now, minBackoff
+		ht.due = now
+		ht.backoff.Reset()
 	}
 }
 
@@ -579,4 +581,9 @@ func heldSkip(rows []txlog.Row[row], hs *heldState, acked map[txlog.Position]str
 type healthState struct {
 	healthMu sync.Mutex
 	faults   []Fault
+}
+
+// heldBackoff is the backoff of a held topic's retries.
+func (r *Relay) heldBackoff() wait.Doubling {
+	return wait.Doubling{Min: minBackoff, Max: r.cfg.MaxBackoff}
 }

@@ -84,7 +84,7 @@ func (l *lease) signal() {
 // run acquires and renews the lease until ctx is done. It does not release
 // it: the relay does, once its last batch is saved.
 func (l *lease) run(ctx context.Context) {
-	backoff := minBackoff
+	backoff := wait.Doubling{Min: minBackoff, Max: l.cfg.MaxBackoff}
 	for {
 		var pause time.Duration
 		l.mu.Lock()
@@ -97,11 +97,10 @@ func (l *lease) run(ctx context.Context) {
 					return
 				}
 				l.m.errors.WithLabelValues(errKindLease).Inc()
-				pause = min(backoff, pause)
-				backoff = min(backoff*2, l.cfg.MaxBackoff)
+				pause = min(backoff.Next(), pause)
 				l.log.Warn("relay: acquiring the lease failed", "lease", l.cfg.Name, "retry_in", pause.String(), "err", err)
 			} else {
-				backoff = minBackoff
+				backoff.Reset()
 			}
 		} else {
 			pause = l.cfg.LeaseRenewInterval
@@ -110,8 +109,7 @@ func (l *lease) run(ctx context.Context) {
 					return
 				}
 				l.m.errors.WithLabelValues(errKindLease).Inc()
-				pause = min(backoff, pause)
-				backoff = min(backoff*2, l.cfg.MaxBackoff)
+				pause = min(backoff.Next(), pause)
 				l.log.Warn("relay: renewing the lease failed; retrying until it runs out",
 					"lease", l.cfg.Name, "token", token, "valid_for", time.Until(until).Round(time.Millisecond).String(),
 					"retry_in", pause.String(), "err", err)
@@ -119,10 +117,10 @@ func (l *lease) run(ctx context.Context) {
 					l.lose(token, "it ran out while it could not be renewed")
 				}
 			} else {
-				backoff = minBackoff
+				backoff.Reset()
 			}
 		}
-		if !wait.Sleep(ctx, jitter(pause)) {
+		if !wait.Sleep(ctx, wait.Jitter(pause)) {
 			return
 		}
 	}

@@ -177,7 +177,7 @@ func (r *Relay) loop(ctx context.Context, cl *kgo.Client, l *lease, w *txlog.Sub
 		token      int64 // the lease token the checkpoint below was loaded under
 		after      txlog.Position
 		registered bool
-		backoff    = minBackoff
+		backoff    = wait.Doubling{Min: minBackoff, Max: r.cfg.MaxBackoff}
 		warned     = retryWarnings{last: map[[2]string]time.Time{}, skipped: map[[2]string]int{}}
 		held       *heldState // the held topics of this term
 		stop       *Fault     // the fault that stopped publishing, nil while it goes on
@@ -190,9 +190,9 @@ func (r *Relay) loop(ctx context.Context, cl *kgo.Client, l *lease, w *txlog.Sub
 	)
 	fail := func(kind, msg string, err error) {
 		r.m.errors.WithLabelValues(kind).Inc()
-		r.cfg.Logger.Warn("relay: "+msg, "retry_in", backoff.String(), "err", err)
-		wait.Sleep(ctx, jitter(backoff))
-		backoff = min(backoff*2, r.cfg.MaxBackoff)
+		pause := backoff.Next()
+		r.cfg.Logger.Warn("relay: "+msg, "retry_in", pause.String(), "err", err)
+		wait.Sleep(ctx, wait.Jitter(pause))
 	}
 	var lastRenewLog time.Time
 	defer func() { cl.Close() }() // runs last: the held retries settled below use cl
@@ -318,23 +318,25 @@ func (r *Relay) loop(ctx context.Context, cl *kgo.Client, l *lease, w *txlog.Sub
 					}
 					r.report(held, stop)
 					r.m.publishRetries.WithLabelValues(failed.Value.Topic, reason).Inc()
+					pause := backoff.Next()
 					if n, ok := warned.allow(failed.Value.Topic, reason, time.Now()); ok {
 						r.cfg.Logger.Warn("relay: publishing failed; retrying from the failed row, nothing is set aside",
 							"topic", failed.Value.Topic, "reason", reason, "position", failed.Position.String(),
-							"retry_in", backoff.String(), "retries_not_logged", n, "err", p.stop)
+							"retry_in", pause.String(), "retries_not_logged", n, "err", p.stop)
 					}
-					wait.Sleep(ctx, jitter(backoff))
-					backoff = min(backoff*2, r.cfg.MaxBackoff)
+					wait.Sleep(ctx, wait.Jitter(pause))
 				}
 				continue
 			}
-			backoff, stop = minBackoff, nil
+			backoff.Reset()
+			stop = nil
 			r.report(held, stop)
 			if b.Full {
 				continue
 			}
 		}
-		backoff, stop = minBackoff, nil
+		backoff.Reset()
+		stop = nil
 		r.report(held, stop)
 		r.idle(ctx, w, held, b.HorizonBlocked)
 	}

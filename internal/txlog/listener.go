@@ -5,13 +5,14 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math/rand/v2"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/vextrus/dtx/internal/wait"
 )
 
 // Defaults and limits of ListenerConfig.
@@ -164,28 +165,23 @@ func (l *Listener) Connected() bool { return l.connected.Load() }
 // connection fails it logs, waits (MinReconnectDelay, doubling up to
 // MaxReconnectDelay) and connects again, for as long as ctx lasts.
 func (l *Listener) Run(ctx context.Context) error {
-	delay := l.cfg.MinReconnectDelay
+	backoff := wait.Doubling{Min: l.cfg.MinReconnectDelay, Max: l.cfg.MaxReconnectDelay}
 	for {
 		listened, err := l.listen(ctx)
 		if ctx.Err() != nil {
 			return nil
 		}
 		if listened {
-			delay = l.cfg.MinReconnectDelay
+			backoff.Reset()
 		}
+		delay := backoff.Next()
 		l.cfg.Logger.Warn("txlog: listening connection failed; polling until it is back",
 			"channel", l.cfg.Channel, "retry_in", delay, "err", err)
-		// Up to 20% jitter, so replicas that lost the server together do not
+		// Jittered, so replicas that lost the server together do not
 		// reconnect in lockstep.
-		wait := delay + rand.N(delay/5+1)
-		timer := time.NewTimer(wait)
-		select {
-		case <-ctx.Done():
-			timer.Stop()
+		if !wait.Sleep(ctx, wait.Jitter(delay)) {
 			return nil
-		case <-timer.C:
 		}
-		delay = min(delay*2, l.cfg.MaxReconnectDelay)
 	}
 }
 

@@ -1,5 +1,6 @@
-// Package wait holds the two waits dtx's loops share: a sleep that ends
-// with its context, and an exponential backoff.
+// Package wait holds the waits dtx's loops share: a sleep that ends with
+// its context, an exponential backoff (by attempt, or Doubling, which keeps
+// its state) and a jitter.
 //
 // Neither fails: Sleep reports whether it waited the full time, Backoff
 // clamps its result to its bounds.
@@ -7,6 +8,7 @@ package wait
 
 import (
 	"context"
+	"math/rand/v2"
 	"time"
 )
 
@@ -30,4 +32,41 @@ func Backoff(lo, hi time.Duration, attempt int) time.Duration {
 		d *= 2
 	}
 	return min(d, hi)
+}
+
+// Doubling is an exponential backoff that keeps its own state, for loops
+// that retry one thing: Next returns the wait before the next retry, Min at
+// first, doubling with each call up to Max; Reset, after a success, starts
+// again from Min. The zero value waits 0: set Min and Max.
+type Doubling struct {
+	Min, Max time.Duration
+	next     time.Duration // 0: Min
+}
+
+// Next returns the wait before the next retry and doubles the one after.
+func (d *Doubling) Next() time.Duration {
+	w := d.Peek()
+	d.next = min(w*2, d.Max)
+	return w
+}
+
+// Peek returns what Next would return, without doubling.
+func (d *Doubling) Peek() time.Duration {
+	if d.next == 0 {
+		return min(d.Min, d.Max)
+	}
+	return d.next
+}
+
+// Reset starts the backoff again from Min.
+func (d *Doubling) Reset() { d.next = 0 }
+
+// Jitter returns d moved at random by up to 20% either way, so that
+// replicas that failed together do not retry together.
+func Jitter(d time.Duration) time.Duration {
+	spread := int64(d) / 5
+	if spread <= 0 {
+		return d
+	}
+	return d - time.Duration(spread) + time.Duration(rand.Int64N(2*spread+1))
 }

@@ -27,3 +27,26 @@ func TestSleep(t *testing.T) {
 	cancel()
 	require.False(t, wait.Sleep(ctx, time.Hour), "a done context ends the wait")
 }
+
+func TestDoubling(t *testing.T) {
+	t.Parallel()
+	d := wait.Doubling{Min: 10 * time.Millisecond, Max: 70 * time.Millisecond}
+	require.Equal(t, 10*time.Millisecond, d.Peek())
+	var got []time.Duration
+	for range 5 {
+		got = append(got, d.Next())
+	}
+	require.Equal(t, []time.Duration{10 * time.Millisecond, 20 * time.Millisecond, 40 * time.Millisecond, 70 * time.Millisecond, 70 * time.Millisecond}, got)
+	d.Reset()
+	require.Equal(t, 10*time.Millisecond, d.Next(), "Reset starts from Min")
+}
+
+func TestJitter(t *testing.T) {
+	t.Parallel()
+	for range 1000 {
+		j := wait.Jitter(time.Second)
+		require.GreaterOrEqual(t, j, 800*time.Millisecond)
+		require.LessOrEqual(t, j, 1200*time.Millisecond)
+	}
+	require.Equal(t, time.Duration(3), wait.Jitter(3), "too short to move")
+}
