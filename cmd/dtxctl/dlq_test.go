@@ -35,21 +35,8 @@ const dlqWait = 30 * time.Second
 func deadLetterTopicOf(t *testing.T, topic string) string {
 	t.Helper()
 	dlq := topic + messaging.DeadLetterSuffix
-	adm := kadm.NewClient(kafkatest.NewClient(t))
-	ctx, cancel := context.WithTimeout(context.Background(), dlqWait)
-	defer cancel()
-	res, err := adm.CreateTopic(ctx, 1, 1, nil, dlq)
-	if err == nil {
-		err = res.Err
-	}
-	require.NoError(t, err)
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), dlqWait)
-		defer cancel()
-		if _, err := adm.DeleteTopic(ctx, dlq); err != nil {
-			t.Logf("delete topic %s: %v", dlq, err)
-		}
-	})
+	// Created and waited for: the first dead letter is produced at once.
+	kafkatest.CreateTopic(t, dlq, 1)
 	return dlq
 }
 

@@ -10,7 +10,6 @@ import (
 	"github.com/ThreeDotsLabs/watermill"
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/stretchr/testify/require"
-	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/vextrus/dtx/internal/testkit/kafkatest"
@@ -200,20 +199,9 @@ func TestProcessorDeadLettersUnknownAndInvalidCommands(t *testing.T) {
 	require.Zero(t, f.count(t, "invoices"))
 }
 
-// createTopic creates a topic of one partition, deleted at cleanup.
+// createTopic creates a topic of one partition, usable at once, deleted at
+// cleanup.
 func createTopic(t *testing.T, topic string) {
 	t.Helper()
-	adm := kadm.NewClient(kafkatest.NewClient(t))
-	ctx, cancel := context.WithTimeout(context.Background(), waitFor)
-	defer cancel()
-	res, err := adm.CreateTopic(ctx, 1, 1, nil, topic)
-	if err == nil {
-		err = res.Err
-	}
-	require.NoError(t, err)
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), waitFor)
-		defer cancel()
-		_, _ = adm.DeleteTopics(ctx, topic)
-	})
+	kafkatest.CreateTopic(t, topic, 1)
 }

@@ -12,7 +12,6 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/stretchr/testify/require"
-	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/vextrus/dtx/internal/testkit/kafkatest"
@@ -47,11 +46,8 @@ func setupKafka(t *testing.T, partitions int32) *kafkaFixture {
 	f.store = store
 	f.group = f.topic + "-group"
 	f.raw = kafkatest.NewClient(t)
-	adm := kadm.NewClient(f.raw)
 	dlq := f.topic + messaging.DeadLetterSuffix
-	_, err = adm.CreateTopic(t.Context(), 1, 1, nil, dlq)
-	require.NoError(t, err)
-	t.Cleanup(func() { _, _ = adm.DeleteTopics(context.Background(), dlq) })
+	kafkatest.CreateTopic(t, dlq, 1) // waited for: dead letters are produced at once
 	f.pub, err = kafka.NewPublisher(kafka.PublisherConfig{ClientConfig: kafka.ClientConfig{Brokers: kafkatest.Brokers()}})
 	require.NoError(t, err)
 	t.Cleanup(func() { require.NoError(t, f.pub.Close()) })

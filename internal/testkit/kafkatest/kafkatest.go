@@ -89,25 +89,37 @@ func NewTopic(t testing.TB, partitions int32) string {
 	if partitions < 1 {
 		t.Fatalf("kafkatest: NewTopic: partitions is %d, must be at least 1", partitions)
 	}
-	adm := kadm.NewClient(NewClient(t))
 	topic := TopicName(t)
+	CreateTopic(t, topic, partitions)
+	return topic
+}
 
+// CreateTopic creates the topic name with the given number of partitions
+// and replication factor 1, and returns once every partition has a leader
+// that answers, as NewTopic does; the topic is deleted at cleanup. For a
+// topic whose name a test must choose (such as "<topic>.dlq"); otherwise use
+// NewTopic.
+func CreateTopic(t testing.TB, name string, partitions int32) {
+	t.Helper()
+	if partitions < 1 {
+		t.Fatalf("kafkatest: CreateTopic: partitions is %d, must be at least 1", partitions)
+	}
+	adm := kadm.NewClient(NewClient(t))
 	ctx, cancel := context.WithTimeout(context.Background(), topicTimeout)
 	defer cancel()
-	res, err := adm.CreateTopic(ctx, partitions, 1, nil, topic)
+	res, err := adm.CreateTopic(ctx, partitions, 1, nil, name)
 	if err == nil {
 		err = res.Err
 	}
 	if err != nil {
-		t.Fatalf("kafkatest: create topic %s: %v", topic, err)
+		t.Fatalf("kafkatest: create topic %s: %v", name, err)
 	}
 	// Registered after the client's Close, so it runs before it.
-	t.Cleanup(func() { deleteTopic(t, adm, topic) })
+	t.Cleanup(func() { deleteTopic(t, adm, name) })
 
-	if err := waitUsable(ctx, adm, topic, partitions); err != nil {
-		t.Fatalf("kafkatest: topic %s: %v", topic, err)
+	if err := waitUsable(ctx, adm, name, partitions); err != nil {
+		t.Fatalf("kafkatest: topic %s: %v", name, err)
 	}
-	return topic
 }
 
 // TopicName returns a fresh topic name for t, without creating the topic:

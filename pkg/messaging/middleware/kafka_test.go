@@ -53,11 +53,7 @@ func setupKafka(t *testing.T, partitions int32) *kafkaFixture {
 
 	ctx, cancel := context.WithTimeout(context.Background(), waitFor)
 	defer cancel()
-	res, err := f.adm.CreateTopic(ctx, 1, 1, nil, f.dlq)
-	if err == nil {
-		err = res.Err
-	}
-	require.NoError(t, err)
+	kafkatest.CreateTopic(t, f.dlq, 1) // waited for: dead letters are produced at once
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), waitFor)
 		defer cancel()

@@ -42,11 +42,7 @@ func TestKafkaRedeliveredCommand(t *testing.T) {
 	adm := kadm.NewClient(kafkatest.NewClient(t))
 	ctx, cancel := context.WithTimeout(context.Background(), waitFor)
 	defer cancel()
-	res, err := adm.CreateTopic(ctx, 1, 1, nil, dlq)
-	if err == nil {
-		err = res.Err
-	}
-	require.NoError(t, err)
+	kafkatest.CreateTopic(t, dlq, 1) // waited for: dead letters are produced at once
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), waitFor)
 		defer cancel()
