@@ -33,8 +33,10 @@ const rebuildInfix = ".rebuild-"
 // applies every event from the beginning of the log to them through
 // p.Shadow(ShadowSuffix), in batches whose checkpoint, under the reader
 // name "<name>.rebuild-<n>" (n: the Unix time the rebuild began), commits
-// with them. When it has read every committed event it swaps, in one
-// transaction:
+// with them. When it has read every committed event the log lets it read
+// (not those of transactions younger than one still open anywhere in the
+// cluster: the live projection reads them after the swap, from the moved
+// checkpoint) it swaps, in one transaction:
 //
 //  1. it locks the live checkpoint (a live batch in flight commits first;
 //     later ones wait, as each locks the checkpoint before any effect) and
