@@ -124,6 +124,17 @@ func TestOrderToCashEndToEnd(t *testing.T) {
 // the relay, and the orchestrator with its router wired as
 // cmd/orchestrator does. It deletes the test's consumer groups at cleanup
 // and returns the services' group prefix, the schema registry and a
+// newTestTopics creates the saga's topics for one test: two partitions for
+// the trigger, one for each other.
+func newTestTopics(t *testing.T) Topics {
+	t.Helper()
+	return Topics{
+		SalesEvents: kafkatest.NewTopic(t, 2), Inventory: kafkatest.NewTopic(t, 1), Accounting: kafkatest.NewTopic(t, 1),
+		Delivery: kafkatest.NewTopic(t, 1), Sales: kafkatest.NewTopic(t, 1), Replies: kafkatest.NewTopic(t, 1),
+		Events: kafkatest.NewTopic(t, 1),
+	}
+}
+
 // logger.
 func startSagaSide(t *testing.T, db *pgtest.Schema, topics Topics) (groupPrefix string, reg *messaging.SchemaRegistry, logger *slog.Logger) {
 	t.Helper()

@@ -223,11 +223,7 @@ func TestSalesCancelEndToEnd(t *testing.T) {
 	t.Parallel()
 	db := pgtest.NewSchema(t)
 	exampleSchema := pgtest.NewSchemaName(t)
-	topics := Topics{
-		SalesEvents: kafkatest.NewTopic(t, 2), Inventory: kafkatest.NewTopic(t, 1), Accounting: kafkatest.NewTopic(t, 1),
-		Delivery: kafkatest.NewTopic(t, 1), Sales: kafkatest.NewTopic(t, 1), Replies: kafkatest.NewTopic(t, 1),
-		Events: kafkatest.NewTopic(t, 1),
-	}
+	topics := newTestTopics(t)
 	groupPrefix, reg, logger := startSagaSide(t, db, topics)
 	outcomesGroup := groupPrefix + "-" + salesOutcomes
 	client := kafkatest.NewClient(t, kgo.ConsumeTopics(topics.Events), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))

@@ -303,11 +303,7 @@ func TestSalesAPIEndToEnd(t *testing.T) {
 	t.Parallel()
 	db := pgtest.NewSchema(t)
 	exampleSchema := pgtest.NewSchemaName(t)
-	topics := Topics{
-		SalesEvents: kafkatest.NewTopic(t, 2), Inventory: kafkatest.NewTopic(t, 1), Accounting: kafkatest.NewTopic(t, 1),
-		Delivery: kafkatest.NewTopic(t, 1), Sales: kafkatest.NewTopic(t, 1), Replies: kafkatest.NewTopic(t, 1),
-		Events: kafkatest.NewTopic(t, 1),
-	}
+	topics := newTestTopics(t)
 	groupPrefix, reg, logger := startSagaSide(t, db, topics)
 	_, c := newTestSalesAPI(t, db, exampleSchema, topics.SalesEvents)
 	background(t, "services", func(ctx context.Context) error {
