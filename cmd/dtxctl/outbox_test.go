@@ -20,7 +20,8 @@ import (
 	"github.com/vextrus/dtx/pkg/messaging"
 )
 
-// setMaxMessageBytes sets the topic's max.message.bytes.
+// setMaxMessageBytes sets the topic's max.message.bytes and waits until
+// the broker describes the new value.
 func setMaxMessageBytes(t *testing.T, adm *kadm.Client, topic, value string) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), dlqWait)
@@ -30,6 +31,24 @@ func setMaxMessageBytes(t *testing.T, adm *kadm.Client, topic, value string) {
 	for _, r := range res {
 		require.NoError(t, r.Err)
 	}
+	// The broker applies a config change after it answers: wait until it
+	// describes the new value, or the relay may produce under the old one.
+	require.Eventually(t, func() bool {
+		rcs, err := adm.DescribeTopicConfigs(ctx, topic)
+		if err != nil {
+			return false
+		}
+		rc, err := rcs.On(topic, nil)
+		if err != nil || rc.Err != nil {
+			return false
+		}
+		for _, c := range rc.Configs {
+			if c.Key == "max.message.bytes" && c.Value != nil && *c.Value == value {
+				return true
+			}
+		}
+		return false
+	}, dlqWait, 20*time.Millisecond, "the broker applies max.message.bytes=%s to %s", value, topic)
 }
 
 // startRelay runs the outbox relay on schema until the test ends.
