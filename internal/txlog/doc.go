@@ -18,11 +18,20 @@
 // commit, a writer calls Notify in its transaction, or the log's migration
 // attaches a trigger function: txlog_notify (migration 003, notifies at every
 // commit) or, as the outbox and the events tables do, txlog_notify_at_commit
-// (migration 010) as a deferred constraint trigger:
+// (migration 010) as a deferred constraint trigger whose WHEN condition
+// (migration 015) queues it for the first row a transaction inserts only:
 //
 //	CREATE CONSTRAINT TRIGGER outbox_notify AFTER INSERT ON {{.schema}}.outbox
 //	    DEFERRABLE INITIALLY DEFERRED FOR EACH ROW
+//	    WHEN (CASE WHEN current_setting('dtx.txlog_wake_queued.dtx.outbox', true) IS DISTINCT FROM 'yes'
+//	               THEN set_config('dtx.txlog_wake_queued.dtx.outbox', 'yes', true) = 'yes'
+//	               ELSE false END)
 //	    EXECUTE FUNCTION {{.schema}}.txlog_notify_at_commit('dtx.outbox');
+//
+// PostgreSQL has no deferred statement-level trigger: without the WHEN
+// condition every row would queue an event and run the function at commit.
+// With it, the function runs once per transaction and table, and each
+// further row costs one lookup of a transaction-local setting.
 //
 // PostgreSQL serialises the commits of notifying transactions (a lock held
 // through the WAL flush), which takes group commit away from concurrent
