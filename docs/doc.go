@@ -52,5 +52,7 @@
 // GOFLAGS=-mod=mod and GOPROXY=off: modules missing from the local module
 // cache fail the build rather than being downloaded; a block may only
 // import this module, the standard library and the modules this module
-// requires. Links to absolute URLs are not followed.
+// requires. Before that, `go mod download` and `go list -m all` fetch
+// (through GOPROXY, checked against go.sum) what a fresh module cache lacks
+// of this module's dependencies and of its module graph's go.mod files. Links to absolute URLs are not followed.
 package docs

@@ -17,6 +17,7 @@ import (
 	"slices"
 	"sort"
 	"strings"
+	"sync"
 	"testing"
 	"unicode"
 
@@ -323,6 +324,7 @@ func checkGo(t *testing.T, root string, blocks []block) []error {
 	if len(byDir) == 0 {
 		return errs
 	}
+	loadModuleGraph(t, goCmd, root)
 	env := append(os.Environ(), "GOFLAGS=-mod=mod", "GOPROXY=off", "GOWORK=off", "GOTOOLCHAIN=local")
 	for _, args := range [][]string{{"build", "./..."}, {"vet", "./..."}} {
 		cmd := exec.Command(goCmd, args...)
@@ -394,6 +396,37 @@ func checkLink(root string, l link, anchorsOf func(string) (map[string]bool, err
 }
 
 // repoRoot is the repository root: the parent of this package's directory.
+// moduleGraph loads the module's whole graph once per test binary.
+var moduleGraph struct {
+	once sync.Once
+	out  []byte
+	err  error
+}
+
+// loadModuleGraph makes sure the module cache holds the modules this one
+// builds with and the go.mod file of every module in its graph, fetching
+// the missing ones through the environment's GOPROXY (checked against
+// go.sum). The go commands of these
+// tests run with GOPROXY=off, so that a Go block may not pull in a module
+// this one does not require; but `go doc`, and a build outside this module,
+// load the whole graph, and a fresh machine's `go test` fetches only the
+// go.mod files its own packages need.
+func loadModuleGraph(t *testing.T, goCmd, root string) {
+	t.Helper()
+	moduleGraph.once.Do(func() {
+		for _, args := range [][]string{{"mod", "download"}, {"list", "-m", "all"}} {
+			cmd := exec.Command(goCmd, args...)
+			cmd.Dir = root
+			cmd.Env = append(os.Environ(), "GOFLAGS=-mod=readonly", "GOWORK=off", "GOTOOLCHAIN=local")
+			if moduleGraph.out, moduleGraph.err = cmd.CombinedOutput(); moduleGraph.err != nil {
+				moduleGraph.err = fmt.Errorf("go %s: %w", strings.Join(args, " "), moduleGraph.err)
+				return
+			}
+		}
+	})
+	require.NoError(t, moduleGraph.err, "loading the module graph: %s", moduleGraph.out)
+}
+
 func repoRoot(t *testing.T) string {
 	t.Helper()
 	root, err := filepath.Abs("..")

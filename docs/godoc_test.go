@@ -19,6 +19,7 @@ func TestGoDocNamesNoInternalIdentifier(t *testing.T) {
 	root := repoRoot(t)
 	goCmd, err := exec.LookPath("go")
 	require.NoError(t, err)
+	loadModuleGraph(t, goCmd, root)
 	run := func(args ...string) string {
 		cmd := exec.Command(goCmd, args...)
 		cmd.Dir = root

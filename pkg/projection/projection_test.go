@@ -219,10 +219,17 @@ func (f *fixture) scratch(t *testing.T) []countRow {
 	t.Helper()
 	f.createTables(t, "_scratch")
 	p := f.proj.Shadow("_scratch")
+	// Every event appended so far, once the log lets it be read: a
+	// transaction left open elsewhere in the cluster (another test's) holds
+	// back what ReadAll returns (see waitReadable).
+	var total, read int
+	require.NoError(t, f.pool.QueryRow(t.Context(), "SELECT count(*) FROM events").Scan(&total))
+	deadline := time.Now().Add(30 * time.Second)
 	var after eventstore.Position
 	for {
 		b, err := f.store.ReadAll(t.Context(), eventstore.ReadAllParams{After: after})
 		require.NoError(t, err)
+		read += len(b.Events)
 		require.NoError(t, pgx.BeginFunc(t.Context(), f.pool, func(tx pgx.Tx) error {
 			for _, ev := range b.Events {
 				if ev.Type == typePlaced || ev.Type == typeCancelled {
@@ -234,8 +241,12 @@ func (f *fixture) scratch(t *testing.T) []countRow {
 			return nil
 		}))
 		after = b.End
-		if !b.Full {
+		if !b.Full && read >= total {
 			return f.counts(t, "order_counts_scratch")
+		}
+		if !b.Full {
+			require.True(t, time.Now().Before(deadline), "the log let %d of %d events be read", read, total)
+			time.Sleep(20 * time.Millisecond)
 		}
 	}
 }
