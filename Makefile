@@ -49,9 +49,20 @@ test: deps ## run unit and integration tests (-race) against real PostgreSQL and
 demo: deps build ## run the binaries end to end against real PostgreSQL and Kafka
 	@$(WITH_ENV) bash scripts/demo.sh
 
+BENCH_OUT     := .dev/bench.txt
+BENCH_FLAGS   ?= -benchmem -timeout 60m
+
 .PHONY: bench
-bench: deps ## run the benchmarks and print figures beside their baselines
-	@$(WITH_ENV) $(GO) test -run '^$$' -bench . -benchmem $(PKGS)
+bench: deps ## run the benchmarks; end with one table of figures, same-run baselines, ratios and goals
+	@$(WITH_ENV) rc=0; $(GO) test -run '^$$' -bench . $(BENCH_FLAGS) $(PKGS) | tee $(BENCH_OUT) || rc=$$?; \
+		pg=$$(psql "$$DTX_DATABASE_URL" -tAc 'SHOW server_version' 2>/dev/null || echo unknown); \
+		echo; echo "Benchmark report: $$(date -u +%Y-%m-%d), $$(nproc) cores, PostgreSQL $$pg, Kafka $$DTX_KAFKA_KIND (output kept in $(BENCH_OUT))"; \
+		$(GO) run ./cmd/dtx-dev bench report $(BENCH_OUT); \
+		if [ $$rc -ne 0 ]; then echo "make bench: a benchmark failed (exit $$rc); the figures above are what ran"; exit $$rc; fi
+
+.PHONY: bench-report
+bench-report: ## print the table of the last `make bench` again
+	@$(GO) run ./cmd/dtx-dev bench report $(BENCH_OUT)
 
 .PHONY: lint
 lint: $(GOLANGCI) ## go vet, gofmt and golangci-lint (installed at a pinned version)

@@ -9,6 +9,8 @@
 //	dtx-dev wait postgres [--url URL] [--timeout 60s]
 //	dtx-dev traces serve --file FILE [--addr 127.0.0.1:4318]
 //	dtx-dev traces show --file FILE --trace TRACE_ID
+//	dtx-dev records --topics T1,T2 --since TIME --header NAME [--brokers HOST:PORT,...]
+//	dtx-dev bench report [FILE...]
 //
 // # kafka
 //
@@ -44,6 +46,17 @@
 // kind and duration. `make demo` uses both to show one order's trace across
 // the processes. It keeps every span and has no limit: use a real collector
 // (and Jaeger, Tempo, ...) anywhere else.
+//
+// # bench report
+//
+// "dtx-dev bench report" reads the output of `go test -bench` (files, or
+// standard input) and prints one Markdown table: each figure the project
+// tracks, its baseline measured in the same run, their ratio, the goal and
+// whether it is met. With several runs of a benchmark (-count) it takes the
+// median. A missed goal is a row that says "no", never a failure: a slow
+// machine fails no command. A figure whose benchmark did not run says "not
+// measured". `make bench` ends with it; docs/benchmarks.md keeps the latest
+// table.
 //
 // # Exit status
 //

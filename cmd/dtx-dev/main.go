@@ -26,6 +26,9 @@ Usage:
       Print one trace of FILE as a tree of spans, with their services.
   dtx-dev records --topics T1,T2 --since TIME --header NAME [--brokers HOST:PORT,...]
       Count the records of the topics written since TIME that lack header NAME; fail if any does.
+  dtx-dev bench report [FILE...]
+      Print the figures of "go test -bench" output (FILEs or standard input) as one table:
+      each beside its same-run baseline, the ratio, the goal and whether it is met.
 
 Run "dtx-dev COMMAND -h" for the flags of one command.
 `
@@ -64,6 +67,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		err = runRecords(ctx, args[1:], stdout, stderr)
 	case "traces":
 		err = runTraces(ctx, args[1:], stdout, stderr)
+	case "bench":
+		err = runBench(args[1:], stdout, stderr)
 	case "help", "-h", "-help", "--help":
 		fmt.Fprint(stdout, usage)
 		return exitOK
