@@ -58,7 +58,7 @@ func TestBenchReport(t *testing.T) {
 		row("relay commit → ack p99 ms at 5,000 rows/s, Apache Kafka"))
 	require.Equal(t, "| sagas/s, happy, Apache Kafka | — | — raw PostgreSQL ceiling | — | ≥ 500 | not measured |",
 		row("sagas/s, happy, Apache Kafka"))
-	require.Contains(t, out, "of 22 figures were not measured")
+	require.Contains(t, out, "of 23 figures were not measured")
 
 	// The same from standard input is covered by the file path; bad input
 	// is a clear error, never an empty table.

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -179,6 +180,74 @@ type sagaBroker struct {
 	deleteGroups func(b *testing.B, groups ...string)
 }
 
+// BenchmarkSagaFinishedHistory measures BenchmarkSaga's happy run on Apache
+// Kafka twice in one run: on tables that hold only a warm-up run's sagas
+// (finished=0), and on tables that also hold 1,000,000 finished sagas with
+// their history (finished=1000000), as a deployment does that keeps 30 days
+// of them. Both environments do the same warm-up run first; the second then
+// copies the warm-up's sagas and history 500 times under new ids (recent
+// enough not to be pruned during the run) and analyses the tables. The
+// figure to watch is the ratio of the two sagas/s (goal: at least 0.9).
+// Seeding takes a few minutes.
+func BenchmarkSagaFinishedHistory(b *testing.B) {
+	for _, seeded := range []int{0, 1_000_000} {
+		b.Run("finished="+strconv.Itoa(seeded), func(b *testing.B) {
+			e := newSagaEnv(b, apacheSagaBroker(b))
+			e.perRun = true
+			e.throughputRun(b, 0) // warm-up, and the sagas the seed copies
+			if seeded > 0 {
+				e.seedFinished(b, seeded)
+			}
+			var res throughput
+			for b.Loop() {
+				res.merge(e.throughputRun(b, 0))
+			}
+			res.report(b, fmt.Sprintf("happy with %d finished sagas kept", seeded))
+		})
+	}
+}
+
+// seedFinished copies the schema's finished sagas and their history until
+// it holds at least n more, each copy under a new id.
+func (e *sagaEnv) seedFinished(b *testing.B, n int) {
+	b.Helper()
+	ctx := context.Background()
+	start := time.Now()
+	var have int
+	require.NoError(b, e.pool.QueryRow(ctx, `SELECT count(*) FROM saga_instances WHERE status IN ('completed', 'compensated')`).Scan(&have))
+	require.Positive(b, have)
+	copies := (n + have - 1) / have
+	// The history's foreign key is checked once, when it is added back,
+	// instead of once per row.
+	for _, stmt := range []string{
+		`ALTER TABLE saga_history DROP CONSTRAINT saga_history_saga_fkey`,
+		`INSERT INTO saga_instances (id, definition, definition_version, status, step, attempt, correlation_id, state,
+		     reason, trace_parent, trace_state, due_at, revision, started_at, updated_at)
+		 SELECT s.id || '~' || g, definition, definition_version, status, step, attempt, correlation_id, state,
+		     reason, trace_parent, trace_state, due_at, revision, started_at, updated_at
+		 FROM saga_instances AS s, generate_series(1, $1::int) AS g
+		 WHERE s.status IN ('completed', 'compensated')`,
+		`INSERT INTO saga_history (saga_id, seq, at, step, phase, attempt, outcome, reply_type, detail, actor) OVERRIDING SYSTEM VALUE
+		 SELECT h.saga_id || '~' || g, h.seq, h.at, h.step, h.phase, h.attempt, h.outcome, h.reply_type, h.detail, h.actor
+		 FROM saga_history AS h, generate_series(1, $1::int) AS g
+		 WHERE h.saga_id IN (SELECT id FROM saga_instances WHERE status IN ('completed', 'compensated') AND id NOT LIKE '%~%')`,
+		`ALTER TABLE saga_history ADD CONSTRAINT saga_history_saga_fkey FOREIGN KEY (saga_id) REFERENCES saga_instances (id) ON DELETE CASCADE`,
+		`VACUUM ANALYZE saga_instances`,
+		`VACUUM ANALYZE saga_history`,
+	} {
+		var args []any
+		if strings.Contains(stmt, "$1") {
+			args = append(args, copies)
+		}
+		_, err := e.pool.Exec(ctx, stmt, args...)
+		require.NoError(b, err, stmt)
+	}
+	var sagas, history int
+	require.NoError(b, e.pool.QueryRow(ctx, `SELECT (SELECT count(*) FROM saga_instances), (SELECT count(*) FROM saga_history)`).Scan(&sagas, &history))
+	b.Logf("seeded: %d sagas and %d history rows in the tables (%d copies of %d finished sagas) in %s",
+		sagas, history, copies, have, time.Since(start).Round(time.Second))
+}
+
 func apacheSagaBroker(*testing.B) sagaBroker {
 	return sagaBroker{
 		name:     "apache",
@@ -239,6 +308,11 @@ type sagaEnv struct {
 	trigger string // the trigger topic
 	metrics *prometheus.Registry
 	runs    int
+	// perRun makes ended count the current run's sagas by id, so that its
+	// cost does not grow with the sagas the tables already hold
+	// (BenchmarkSagaFinishedHistory).
+	perRun bool
+	runIDs []string
 }
 
 // batches returns how many transactions the orchestrator's workers ran and
@@ -462,6 +536,12 @@ func (e *sagaEnv) start(ids []string, declineEvery int) error {
 func (e *sagaEnv) ended(b *testing.B) int {
 	b.Helper()
 	var n int
+	if e.perRun {
+		require.NoError(b, e.pool.QueryRow(context.Background(),
+			`SELECT count(*) FROM saga_instances WHERE id = ANY($1::text[]) AND status IN ('completed', 'compensated', 'failed')`,
+			e.runIDs).Scan(&n))
+		return n
+	}
 	require.NoError(b, e.pool.QueryRow(context.Background(),
 		`SELECT count(*) FROM saga_instances WHERE status IN ('completed', 'compensated', 'failed')`).Scan(&n))
 	return n
@@ -532,6 +612,7 @@ func (t *throughput) report(b *testing.B, name string) {
 func (e *sagaEnv) throughputRun(b *testing.B, declineEvery int) throughput {
 	b.Helper()
 	ids := e.ids("t", benchSagas)
+	e.runIDs = ids
 	target := e.ended(b) + len(ids)
 	txs0, inputs0 := e.batches(b)
 	prefix := ids[0][:len(ids[0])-6]
